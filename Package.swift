@@ -1,0 +1,43 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Targets and what each may import are laid out in DESIGN.md; a target only
+// imports targets declared above it here.
+let dcmtkLibraries: [LinkerSetting] = ["dcmjpls", "dcmjpeg", "dcmimgle", "dcmdata", "oflog", "ofstd"]
+    .map { .linkedLibrary($0) }
+
+let package = Package(
+    name: "ich-triage",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "ichctl", targets: ["ichctl"]),
+    ],
+    dependencies: [
+        // Subcommands, typed options and help text for ichctl without a hand-written parser.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(
+            name: "CDCMTK",
+            linkerSettings: dcmtkLibraries
+        ),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+
+        .target(name: "DICOM", dependencies: ["CDCMTK"]),
+        .target(name: "Imaging", dependencies: ["DICOM"]),
+
+        .executableTarget(
+            name: "ichctl",
+            dependencies: [
+                "DICOM", "Imaging",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "DICOMTests", dependencies: ["DICOM"]),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging", "DICOM"]),
+    ],
+    cxxLanguageStandard: .cxx17
+)

@@ -1,0 +1,70 @@
+// A plain C view of DCMTK: read one DICOM object from memory, look up
+// top-level attributes, and hand out its pixel data uncompressed.
+// Everything DICOM-specific beyond that (which attributes matter, what a
+// valid CT slice is) lives in the Swift `DICOM` target.
+#ifndef CDCMTK_H
+#define CDCMTK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    CDCMTK_OK = 0,
+    /// The bytes do not start like a DICOM file or data set.
+    CDCMTK_NOT_DICOM,
+    /// The bytes start like DICOM but end in the middle of an element.
+    CDCMTK_TRUNCATED,
+    /// The bytes start like DICOM but DCMTK cannot parse them.
+    CDCMTK_MALFORMED,
+    /// The attribute is not present (or has no value).
+    CDCMTK_ABSENT,
+    /// The attribute is present but cannot be read as requested.
+    CDCMTK_BAD_VALUE,
+    CDCMTK_NO_PIXEL_DATA,
+    /// No registered codec can decompress the pixel data.
+    CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX,
+    CDCMTK_OUT_OF_MEMORY,
+    CDCMTK_INTERNAL
+} cdcmtk_status;
+
+typedef struct cdcmtk_object cdcmtk_object;
+
+/// Parses `length` bytes (a Part-10 file, with or without preamble, or a bare
+/// data set). The bytes are not retained. On success `*out` must be released
+/// with `cdcmtk_free`.
+cdcmtk_status cdcmtk_read(const uint8_t *bytes, size_t length, cdcmtk_object **out);
+
+void cdcmtk_free(cdcmtk_object *object);
+
+/// The UID of the transfer syntax the object was encoded in; owned by the object.
+const char *cdcmtk_transfer_syntax(const cdcmtk_object *object);
+
+/// Copies the whole value of a top-level string attribute (multiple values
+/// stay separated by backslashes), NUL-terminated. `*length` receives the
+/// value's length; a value that does not fit in `capacity` is CDCMTK_BAD_VALUE.
+cdcmtk_status cdcmtk_string(const cdcmtk_object *object, uint16_t group, uint16_t element,
+                            char *buffer, size_t capacity, size_t *length);
+
+/// Reads value `index` of a top-level integer attribute (US, SS, UL, SL or IS).
+cdcmtk_status cdcmtk_integer(const cdcmtk_object *object, uint16_t group, uint16_t element,
+                             unsigned long index, int64_t *value);
+
+/// CDCMTK_OK when the top-level data set has a Pixel Data element with a
+/// value, CDCMTK_NO_PIXEL_DATA otherwise. Cheap: decompresses nothing.
+cdcmtk_status cdcmtk_has_pixel_data(const cdcmtk_object *object);
+
+/// Decompresses the pixel data to explicit little endian (once) and points
+/// `*data` at the native-byte-order values, valid until `cdcmtk_free`.
+/// `bits_allocated` selects 8- or 16-bit word access.
+cdcmtk_status cdcmtk_pixel_data(cdcmtk_object *object, unsigned bits_allocated,
+                                const uint8_t **data, size_t *length);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

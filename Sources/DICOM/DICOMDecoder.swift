@@ -1,0 +1,241 @@
+import CDCMTK
+
+/// Turns the bytes of one DICOM object into a `CTSlice`. The only importer of `CDCMTK`.
+public enum DICOMDecoder {
+    /// Decodes a single-frame, single-sample greyscale image. Any modality is
+    /// decoded; deciding that only CT is accepted belongs to the caller.
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(DICOMError) -> CTSlice {
+        let object = try DCMTKObject(bytes)
+        return try object.slice()
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(DICOMError) -> CTSlice {
+        // withUnsafeBytes cannot forward a typed throw, so carry the result out.
+        let result: Result<CTSlice, DICOMError> = bytes.withUnsafeBytes { buffer in
+            Result { () throws(DICOMError) in try decode(buffer) }
+        }
+        return try result.get()
+    }
+}
+
+/// Attribute tags the decoder reads, as (group, element).
+enum Tag {
+    static let sopClassUID: (UInt16, UInt16) = (0x0008, 0x0016)
+    static let sopInstanceUID: (UInt16, UInt16) = (0x0008, 0x0018)
+    static let modality: (UInt16, UInt16) = (0x0008, 0x0060)
+    static let studyInstanceUID: (UInt16, UInt16) = (0x0020, 0x000D)
+    static let seriesInstanceUID: (UInt16, UInt16) = (0x0020, 0x000E)
+    static let instanceNumber: (UInt16, UInt16) = (0x0020, 0x0013)
+    static let imagePositionPatient: (UInt16, UInt16) = (0x0020, 0x0032)
+    static let imageOrientationPatient: (UInt16, UInt16) = (0x0020, 0x0037)
+    static let samplesPerPixel: (UInt16, UInt16) = (0x0028, 0x0002)
+    static let photometricInterpretation: (UInt16, UInt16) = (0x0028, 0x0004)
+    static let numberOfFrames: (UInt16, UInt16) = (0x0028, 0x0008)
+    static let rows: (UInt16, UInt16) = (0x0028, 0x0010)
+    static let columns: (UInt16, UInt16) = (0x0028, 0x0011)
+    static let pixelSpacing: (UInt16, UInt16) = (0x0028, 0x0030)
+    static let bitsAllocated: (UInt16, UInt16) = (0x0028, 0x0100)
+    static let bitsStored: (UInt16, UInt16) = (0x0028, 0x0101)
+    static let pixelRepresentation: (UInt16, UInt16) = (0x0028, 0x0103)
+    static let pixelPaddingValue: (UInt16, UInt16) = (0x0028, 0x0120)
+    static let pixelPaddingRangeLimit: (UInt16, UInt16) = (0x0028, 0x0121)
+    static let windowCenter: (UInt16, UInt16) = (0x0028, 0x1050)
+    static let windowWidth: (UInt16, UInt16) = (0x0028, 0x1051)
+    static let rescaleIntercept: (UInt16, UInt16) = (0x0028, 0x1052)
+    static let rescaleSlope: (UInt16, UInt16) = (0x0028, 0x1053)
+}
+
+/// Owns one parsed DCMTK object and reads typed attributes from it.
+private final class DCMTKObject {
+    private let handle: OpaquePointer
+
+    init(_ bytes: UnsafeRawBufferPointer) throws(DICOMError) {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { throw .notDICOM }
+        var handle: OpaquePointer?
+        let status = cdcmtk_read(base.assumingMemoryBound(to: UInt8.self), bytes.count, &handle)
+        guard status == CDCMTK_OK, let handle else { throw DICOMError(status) }
+        self.handle = handle
+    }
+
+    deinit { cdcmtk_free(handle) }
+
+    func slice() throws(DICOMError) -> CTSlice {
+        let samples = try integer(Tag.samplesPerPixel, "SamplesPerPixel") ?? 1
+        let photometricText = try string(Tag.photometricInterpretation, "PhotometricInterpretation")
+        let bitsAllocated = try integer(Tag.bitsAllocated, "BitsAllocated")
+        let frames = try integer(Tag.numberOfFrames, "NumberOfFrames") ?? 1
+
+        guard cdcmtk_has_pixel_data(handle) == CDCMTK_OK else { throw .noPixelData }
+        guard let bitsAllocated else { throw .missingAttribute("BitsAllocated") }
+        guard samples == 1, bitsAllocated == 8 || bitsAllocated == 16 else {
+            throw .unsupportedPixelFormat(samplesPerPixel: samples, bitsAllocated: bitsAllocated)
+        }
+        guard let photometricText else { throw .missingAttribute("PhotometricInterpretation") }
+        guard let photometric = CTSlice.PhotometricInterpretation(rawValue: photometricText) else {
+            throw .unsupportedPhotometricInterpretation(String(photometricText.prefix(16)))
+        }
+        guard frames == 1 else {
+            if frames < 1 { throw .invalidAttribute("NumberOfFrames") }
+            throw .multiFrame(frames: frames)
+        }
+        guard let rows = try integer(Tag.rows, "Rows") else { throw .missingAttribute("Rows") }
+        guard let columns = try integer(Tag.columns, "Columns") else { throw .missingAttribute("Columns") }
+        guard (1...CTSlice.maximumDimension).contains(rows), (1...CTSlice.maximumDimension).contains(columns) else {
+            throw .absurdDimensions(rows: rows, columns: columns)
+        }
+        let bitsStored = try integer(Tag.bitsStored, "BitsStored") ?? bitsAllocated
+        guard (1...bitsAllocated).contains(bitsStored) else { throw .invalidAttribute("BitsStored") }
+        let representationValue = try integer(Tag.pixelRepresentation, "PixelRepresentation") ?? 0
+        guard let representation = CTSlice.PixelRepresentation(rawValue: representationValue) else {
+            throw .invalidAttribute("PixelRepresentation")
+        }
+
+        let study = try requiredUID(Tag.studyInstanceUID, "StudyInstanceUID")
+        let series = try requiredUID(Tag.seriesInstanceUID, "SeriesInstanceUID")
+        let sop = try requiredUID(Tag.sopInstanceUID, "SOPInstanceUID")
+        let sopClass = try string(Tag.sopClassUID, "SOPClassUID")
+        if let sopClass, !UID.isValid(sopClass) { throw .malformedUID(attribute: "SOPClassUID") }
+
+        let slope = try decimals(Tag.rescaleSlope, "RescaleSlope")?.first ?? 1
+        let intercept = try decimals(Tag.rescaleIntercept, "RescaleIntercept")?.first ?? 0
+        guard slope.isFinite, slope != 0 else { throw .invalidAttribute("RescaleSlope") }
+        guard intercept.isFinite else { throw .invalidAttribute("RescaleIntercept") }
+
+        let centers = try decimals(Tag.windowCenter, "WindowCenter")
+        let widths = try decimals(Tag.windowWidth, "WindowWidth")
+        var storedWindow: CTSlice.StoredWindow?
+        if let center = centers?.first, let width = widths?.first {
+            storedWindow = .init(center: center, width: width)
+        }
+
+        let stored = try storedValues(
+            count: rows * columns, bitsAllocated: bitsAllocated, bitsStored: bitsStored,
+            representation: representation)
+
+        return CTSlice(
+            studyInstanceUID: study, seriesInstanceUID: series, sopInstanceUID: sop,
+            sopClassUID: sopClass, modality: try string(Tag.modality, "Modality"),
+            transferSyntaxUID: String(cString: cdcmtk_transfer_syntax(handle)),
+            instanceNumber: try integer(Tag.instanceNumber, "InstanceNumber"),
+            imagePositionPatient: try decimals(Tag.imagePositionPatient, "ImagePositionPatient", count: 3),
+            imageOrientationPatient: try decimals(Tag.imageOrientationPatient, "ImageOrientationPatient", count: 6),
+            pixelSpacing: try decimals(Tag.pixelSpacing, "PixelSpacing", count: 2),
+            rows: rows, columns: columns, bitsAllocated: bitsAllocated, bitsStored: bitsStored,
+            pixelRepresentation: representation, photometricInterpretation: photometric,
+            rescaleSlope: slope, rescaleIntercept: intercept,
+            pixelPaddingValue: try integer(Tag.pixelPaddingValue, "PixelPaddingValue"),
+            pixelPaddingRangeLimit: try integer(Tag.pixelPaddingRangeLimit, "PixelPaddingRangeLimit"),
+            storedWindow: storedWindow, storedValues: stored)
+    }
+
+    /// Masks each value to BitsStored and sign-extends it when signed, as pydicom does.
+    private func storedValues(
+        count: Int, bitsAllocated: Int, bitsStored: Int, representation: CTSlice.PixelRepresentation
+    ) throws(DICOMError) -> [Int32] {
+        var data: UnsafePointer<UInt8>?
+        var length = 0
+        let status = cdcmtk_pixel_data(handle, UInt32(bitsAllocated), &data, &length)
+        guard status == CDCMTK_OK, let data else {
+            if status == CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX {
+                throw .unsupportedTransferSyntax(uid: String(cString: cdcmtk_transfer_syntax(handle)))
+            }
+            throw DICOMError(status)
+        }
+        let expected = count * bitsAllocated / 8
+        guard length >= expected else { throw .pixelDataTooShort(expected: expected, actual: length) }
+
+        let mask = UInt32((1 << bitsStored) - 1)
+        let signBit = UInt32(1 << (bitsStored - 1))
+        let signed = representation == .signed
+        func value(_ raw: UInt32) -> Int32 {
+            let masked = raw & mask
+            if signed, masked & signBit != 0 { return Int32(bitPattern: masked | ~mask) }
+            return Int32(bitPattern: masked)
+        }
+        return [Int32](unsafeUninitializedCapacity: count) { out, initialized in
+            if bitsAllocated == 16 {
+                data.withMemoryRebound(to: UInt16.self, capacity: count) { words in
+                    for i in 0..<count { out[i] = value(UInt32(words[i])) }
+                }
+            } else {
+                for i in 0..<count { out[i] = value(UInt32(data[i])) }
+            }
+            initialized = count
+        }
+    }
+
+    // MARK: Attribute access
+
+    private func string(_ tag: (UInt16, UInt16), _ name: String) throws(DICOMError) -> String? {
+        var buffer = [CChar](repeating: 0, count: 1024)
+        var length = 0
+        let status = cdcmtk_string(handle, tag.0, tag.1, &buffer, buffer.count, &length)
+        switch status {
+        case CDCMTK_OK:
+            let text = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let trimmed = text.trimmingSpacesAndNULs()
+            return trimmed.isEmpty ? nil : trimmed
+        case CDCMTK_ABSENT: return nil
+        case CDCMTK_BAD_VALUE: throw .invalidAttribute(name)
+        default: throw DICOMError(status)
+        }
+    }
+
+    private func integer(_ tag: (UInt16, UInt16), _ name: String) throws(DICOMError) -> Int? {
+        var value: Int64 = 0
+        let status = cdcmtk_integer(handle, tag.0, tag.1, 0, &value)
+        switch status {
+        case CDCMTK_OK:
+            guard let result = Int(exactly: value) else { throw .invalidAttribute(name) }
+            return result
+        case CDCMTK_ABSENT: return nil
+        case CDCMTK_BAD_VALUE: throw .invalidAttribute(name)
+        default: throw DICOMError(status)
+        }
+    }
+
+    /// A decimal string (DS) attribute's values; `count` demands exactly that many.
+    private func decimals(_ tag: (UInt16, UInt16), _ name: String, count: Int? = nil) throws(DICOMError) -> [Double]? {
+        guard let text = try string(tag, name) else { return nil }
+        var values: [Double] = []
+        for part in text.split(separator: "\\", omittingEmptySubsequences: false) {
+            guard let value = Double(String(part).trimmingSpacesAndNULs()), value.isFinite else {
+                throw .invalidAttribute(name)
+            }
+            values.append(value)
+        }
+        if let count, values.count != count { throw .invalidAttribute(name) }
+        return values
+    }
+
+    private func requiredUID(_ tag: (UInt16, UInt16), _ name: String) throws(DICOMError) -> String {
+        guard let uid = try string(tag, name) else { throw .missingAttribute(name) }
+        guard UID.isValid(uid) else { throw .malformedUID(attribute: name) }
+        return uid
+    }
+
+}
+
+extension DICOMError {
+    init(_ status: cdcmtk_status) {
+        switch status {
+        case CDCMTK_NOT_DICOM: self = .notDICOM
+        case CDCMTK_TRUNCATED: self = .truncated
+        case CDCMTK_MALFORMED: self = .malformed
+        case CDCMTK_NO_PIXEL_DATA: self = .noPixelData
+        case CDCMTK_OUT_OF_MEMORY: self = .outOfMemory
+        default: self = .internalError
+        }
+    }
+}
+
+extension String {
+    /// DICOM pads values with spaces (text) or NUL (UIDs).
+    func trimmingSpacesAndNULs() -> String {
+        let isPadding = { (c: Character) in c == " " || c == "\0" }
+        guard let start = firstIndex(where: { !isPadding($0) }), let end = lastIndex(where: { !isPadding($0) }) else {
+            return ""
+        }
+        return String(self[start...end])
+    }
+}

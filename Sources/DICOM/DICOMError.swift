@@ -1,0 +1,79 @@
+/// Why a DICOM object could not become a `CTSlice`. Cases name attributes and
+/// sizes, never attribute values: those may identify a patient.
+public enum DICOMError: Error, Equatable, Sendable {
+    case notDICOM
+    case truncated
+    case malformed
+    case noPixelData
+    case unsupportedTransferSyntax(uid: String)
+    case unsupportedPhotometricInterpretation(String)
+    case unsupportedPixelFormat(samplesPerPixel: Int, bitsAllocated: Int)
+    case multiFrame(frames: Int)
+    case missingAttribute(String)
+    case invalidAttribute(String)
+    case malformedUID(attribute: String)
+    case absurdDimensions(rows: Int, columns: Int)
+    case pixelDataTooShort(expected: Int, actual: Int)
+    case outOfMemory
+    case internalError
+
+    /// A stable machine-readable name (used as the problem `type` suffix and in `ichctl --json`).
+    public var type: String {
+        switch self {
+        case .notDICOM: "not-dicom"
+        case .truncated: "truncated"
+        case .malformed: "malformed"
+        case .noPixelData: "no-pixel-data"
+        case .unsupportedTransferSyntax: "unsupported-transfer-syntax"
+        case .unsupportedPhotometricInterpretation: "unsupported-photometric-interpretation"
+        case .unsupportedPixelFormat: "unsupported-pixel-format"
+        case .multiFrame: "multi-frame"
+        case .missingAttribute: "missing-attribute"
+        case .invalidAttribute: "invalid-attribute"
+        case .malformedUID: "malformed-uid"
+        case .absurdDimensions: "absurd-dimensions"
+        case .pixelDataTooShort: "pixel-data-too-short"
+        case .outOfMemory: "out-of-memory"
+        case .internalError: "internal-error"
+        }
+    }
+
+    public var detail: String {
+        switch self {
+        case .notDICOM:
+            "The data is not DICOM: no 'DICM' preamble and no DICOM data set at the start."
+        case .truncated:
+            "The DICOM data ends in the middle of an element; the file is truncated."
+        case .malformed:
+            "The DICOM data could not be parsed."
+        case .noPixelData:
+            "The DICOM object has no Pixel Data (7FE0,0010); it is not an image."
+        case .unsupportedTransferSyntax(let uid):
+            "Transfer syntax \(uid) cannot be decoded; send it uncompressed, RLE, JPEG or JPEG-LS."
+        case .unsupportedPhotometricInterpretation(let value):
+            "Photometric interpretation \(value) is not supported; CT slices are MONOCHROME1 or MONOCHROME2."
+        case .unsupportedPixelFormat(let samples, let bits):
+            "Pixel format with \(samples) sample(s) per pixel and \(bits) bits allocated is not supported; expected 1 sample of 8 or 16 bits."
+        case .multiFrame(let frames):
+            "Multi-frame objects (\(frames) frames) are rejected; send one single-frame instance per slice."
+        case .missingAttribute(let name):
+            "Required attribute \(name) is missing."
+        case .invalidAttribute(let name):
+            "Attribute \(name) has an invalid value."
+        case .malformedUID(let attribute):
+            "\(attribute) is not a valid DICOM UID (digits and dots, at most 64 characters)."
+        case .absurdDimensions(let rows, let columns):
+            "Image size \(rows)x\(columns) is outside the accepted range (1 to \(CTSlice.maximumDimension) per side)."
+        case .pixelDataTooShort(let expected, let actual):
+            "Pixel Data holds \(actual) bytes where the image attributes require \(expected)."
+        case .outOfMemory:
+            "Not enough memory to decode the DICOM object."
+        case .internalError:
+            "The DICOM decoder failed unexpectedly."
+        }
+    }
+}
+
+extension DICOMError: CustomStringConvertible {
+    public var description: String { detail }
+}

@@ -1,0 +1,43 @@
+import DICOM
+import Foundation
+import Imaging
+
+/// Why an input file could not be used: unreadable, or a typed decode error.
+enum InputError: Error {
+    case unreadable(String)
+    case dicom(DICOMError)
+    case imaging(ImagingError)
+
+    var type: String {
+        switch self {
+        case .unreadable: "unreadable-file"
+        case .dicom(let error): error.type
+        case .imaging(let error): error.type
+        }
+    }
+
+    var detail: String {
+        switch self {
+        case .unreadable(let reason): "The file could not be read: \(reason)."
+        case .dicom(let error): error.detail
+        case .imaging(let error): error.detail
+        }
+    }
+}
+
+func readFile(_ path: String) throws(InputError) -> [UInt8] {
+    do {
+        return [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+    } catch {
+        throw .unreadable((error as NSError).localizedDescription)
+    }
+}
+
+func decodeFile(_ path: String) throws(InputError) -> CTSlice {
+    let bytes = try readFile(path)
+    do {
+        return try DICOMDecoder.decode(bytes)
+    } catch {
+        throw .dicom(error)
+    }
+}
