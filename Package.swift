@@ -11,6 +11,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "ichctl", targets: ["ichctl"]),
+        // Exported for the fuzzing package in Fuzz/, which builds with sanitizers.
+        .library(name: "DICOM", targets: ["DICOM"]),
     ],
     dependencies: [
         // Subcommands, typed options and help text for ichctl without a hand-written parser.

@@ -21,6 +21,11 @@ public struct CTSlice: Sendable {
     public struct StoredWindow: Sendable, Equatable {
         public var center: Double
         public var width: Double
+
+        public init(center: Double, width: Double) {
+            self.center = center
+            self.width = width
+        }
     }
 
     public var studyInstanceUID: String

@@ -108,9 +108,8 @@ private final class DCMTKObject {
             storedWindow = .init(center: center, width: width)
         }
 
-        let stored = try storedValues(
-            count: rows * columns, bitsAllocated: bitsAllocated, bitsStored: bitsStored,
-            representation: representation)
+        let format = StoredFormat(bitsAllocated: bitsAllocated, bitsStored: bitsStored, representation: representation)
+        let stored = try storedValues(count: rows * columns, format: format)
 
         return CTSlice(
             studyInstanceUID: study, seriesInstanceUID: series, sopInstanceUID: sop,
@@ -123,15 +122,13 @@ private final class DCMTKObject {
             rows: rows, columns: columns, bitsAllocated: bitsAllocated, bitsStored: bitsStored,
             pixelRepresentation: representation, photometricInterpretation: photometric,
             rescaleSlope: slope, rescaleIntercept: intercept,
-            pixelPaddingValue: try integer(Tag.pixelPaddingValue, "PixelPaddingValue"),
-            pixelPaddingRangeLimit: try integer(Tag.pixelPaddingRangeLimit, "PixelPaddingRangeLimit"),
+            pixelPaddingValue: try padding(Tag.pixelPaddingValue, "PixelPaddingValue", format),
+            pixelPaddingRangeLimit: try padding(Tag.pixelPaddingRangeLimit, "PixelPaddingRangeLimit", format),
             storedWindow: storedWindow, storedValues: stored)
     }
 
-    /// Masks each value to BitsStored and sign-extends it when signed, as pydicom does.
-    private func storedValues(
-        count: Int, bitsAllocated: Int, bitsStored: Int, representation: CTSlice.PixelRepresentation
-    ) throws(DICOMError) -> [Int32] {
+    private func storedValues(count: Int, format: StoredFormat) throws(DICOMError) -> [Int32] {
+        let bitsAllocated = format.bitsAllocated
         var data: UnsafePointer<UInt8>?
         var length = 0
         let status = cdcmtk_pixel_data(handle, UInt32(bitsAllocated), &data, &length)
@@ -144,14 +141,7 @@ private final class DCMTKObject {
         let expected = count * bitsAllocated / 8
         guard length >= expected else { throw .pixelDataTooShort(expected: expected, actual: length) }
 
-        let mask = UInt32((1 << bitsStored) - 1)
-        let signBit = UInt32(1 << (bitsStored - 1))
-        let signed = representation == .signed
-        func value(_ raw: UInt32) -> Int32 {
-            let masked = raw & mask
-            if signed, masked & signBit != 0 { return Int32(bitPattern: masked | ~mask) }
-            return Int32(bitPattern: masked)
-        }
+        let value = format.value
         return [Int32](unsafeUninitializedCapacity: count) { out, initialized in
             if bitsAllocated == 16 {
                 data.withMemoryRebound(to: UInt16.self, capacity: count) { words in
@@ -162,6 +152,13 @@ private final class DCMTKObject {
             }
             initialized = count
         }
+    }
+
+    /// Pixel padding attributes are US or SS whatever the pixel representation
+    /// says, so bring them into the stored values' domain.
+    private func padding(_ tag: (UInt16, UInt16), _ name: String, _ format: StoredFormat) throws(DICOMError) -> Int? {
+        guard let raw = try integer(tag, name) else { return nil }
+        return Int(format.value(UInt32(truncatingIfNeeded: raw)))
     }
 
     // MARK: Attribute access
@@ -214,6 +211,24 @@ private final class DCMTKObject {
         return uid
     }
 
+}
+
+/// How stored values are packed in their words.
+private struct StoredFormat {
+    var bitsAllocated: Int
+    var bitsStored: Int
+    var representation: CTSlice.PixelRepresentation
+
+    /// Masks to BitsStored and sign-extends when signed, as pydicom does.
+    @inline(__always)
+    func value(_ raw: UInt32) -> Int32 {
+        let mask = UInt32((1 << bitsStored) - 1)
+        let masked = raw & mask
+        if representation == .signed, masked & (1 << (bitsStored - 1)) != 0 {
+            return Int32(bitPattern: masked | ~mask)
+        }
+        return Int32(bitPattern: masked)
+    }
 }
 
 extension DICOMError {

@@ -1,0 +1,75 @@
+# The two commands of the README: `make run` and `make test`. Both install what
+# is missing (Debian packages, the project's .venv) before building.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+APT_PACKAGES := libdcmtk-dev libopenblas-dev libsqlite3-dev libcurl4-openssl-dev python3-venv
+FUZZ_SECONDS ?= 30
+FUZZ_TEST_SECONDS ?= 20
+
+.PHONY: all deps venv build release test test-swift test-python test-fuzz fuzz-build run bench fuzz clean
+
+all: build
+
+# Installs only what is missing; needs root (or sudo) the first time.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "installing:$$missing"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+build: deps
+	swift build
+
+release: deps
+	swift build -c release
+
+test: deps venv
+	swift build
+	$(MAKE) --no-print-directory test-swift test-python test-fuzz
+
+test-swift:
+	swift test
+
+test-python:
+	ICHCTL=$(CURDIR)/.build/debug/ichctl $(VENV)/bin/pytest -q Tests/python
+
+# No server yet: the service target arrives with issue 4. Until then this
+# builds the command line and shows what it can do.
+run: build
+	.build/debug/ichctl --help
+
+bench: release venv
+	$(PYTHON) Benchmarks/preprocess.py --ichctl .build/release/ichctl
+
+# libFuzzer on the DICOM decoder (Swift + the DCMTK shim, AddressSanitizer).
+# `make fuzz FUZZ_SECONDS=3600` for a real run; the test target runs it briefly.
+fuzz: deps fuzz-build
+	mkdir -p .build-fuzz/corpus-dicom
+	.build-fuzz/release/FuzzDICOM -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -rss_limit_mb=4096 \
+		-artifact_prefix=.build-fuzz/ -print_final_stats=1 .build-fuzz/corpus-dicom Fuzz/corpus/dicom
+
+test-fuzz: fuzz-build
+	rm -rf .build-fuzz/corpus-test && mkdir -p .build-fuzz/corpus-test
+	.build-fuzz/release/FuzzDICOM -max_total_time=$(FUZZ_TEST_SECONDS) -max_len=70000 -rss_limit_mb=4096 \
+		-artifact_prefix=.build-fuzz/ -print_final_stats=1 .build-fuzz/corpus-test Fuzz/corpus/dicom 2>&1 \
+		| sed -n -e '/^stat::number_of_executed_units/p' -e '/^Done/p' -e '/ERROR/,$$p'
+
+fuzz-build:
+	cd Fuzz && swift build -c release --scratch-path ../.build-fuzz \
+		-Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library \
+		-Xcc -fsanitize=address -Xcxx -fsanitize=address 2>&1 | sed '/Cannot export local symbol/d'
+
+clean:
+	rm -rf .build .build-fuzz

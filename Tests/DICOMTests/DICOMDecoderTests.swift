@@ -1,0 +1,127 @@
+import DICOM
+import Testing
+
+@Suite struct DICOMDecoderTests {
+    @Test func decodesAttributesAndSignedPixels() throws {
+        let values: [Int16] = [-2000, -1024, -1, 0, 1, 40, 1000, 3071, -32768, 32767, 7, 8]
+        let slice = try DICOMDecoder.decode(DICOMWriter.ct(values: values).bytes())
+        #expect(slice.studyInstanceUID == "1.2.3.4.5.1")
+        #expect(slice.seriesInstanceUID == "1.2.3.4.5.2")
+        #expect(slice.sopInstanceUID == "1.2.3.4.5.3")
+        #expect(slice.sopClassUID == "1.2.840.10008.5.1.4.1.1.2")
+        #expect(slice.modality == "CT")
+        #expect(slice.transferSyntaxUID == "1.2.840.10008.1.2.1")
+        #expect(slice.instanceNumber == 7)
+        #expect(slice.imagePositionPatient == [-125, -120.5, 33.75])
+        #expect(slice.imageOrientationPatient == [1, 0, 0, 0, 1, 0])
+        #expect(slice.pixelSpacing == [0.488281, 0.488281])
+        #expect(slice.rows == 3 && slice.columns == 4)
+        #expect(slice.pixelRepresentation == .signed)
+        #expect(slice.photometricInterpretation == .monochrome2)
+        #expect(slice.rescaleSlope == 1 && slice.rescaleIntercept == -1024)
+        #expect(slice.storedWindow == .init(center: 40, width: 80))
+        #expect(slice.storedValues == values.map(Int32.init))
+        #expect(slice.hounsfieldUnits() == values.map { Float(Int($0) - 1024) })
+    }
+
+    @Test func decodesWithoutPreamble() throws {
+        let slice = try DICOMDecoder.decode(DICOMWriter.ct().bytes(preamble: false))
+        #expect(slice.storedValues.count == 12)
+    }
+
+    /// Bits above BitsStored are not part of the value (pydicom masks them too).
+    @Test(arguments: [
+        (UInt16(1), UInt16(0x0FFF), Int32(-1)),  // signed 12-bit all ones
+        (UInt16(1), UInt16(0xF800), Int32(-2048)),  // high garbage, 12-bit sign bit set
+        (UInt16(0), UInt16(0xF800), Int32(2048)),
+        (UInt16(0), UInt16(0xA123), Int32(0x123)),
+    ])
+    func masksToBitsStored(representation: UInt16, raw: UInt16, expected: Int32) throws {
+        var w = DICOMWriter.ct(rows: 1, columns: 1)
+        w.us(0x0028, 0x0101, 12)
+        w.us(0x0028, 0x0103, representation)
+        w.pixels16([raw])
+        #expect(try DICOMDecoder.decode(w.bytes()).storedValues == [expected], "raw \(raw)")
+    }
+
+    /// Pixel Padding Value is often written as US even for signed pixels.
+    @Test func paddingValueFollowsPixelRepresentation() throws {
+        var w = DICOMWriter.ct()
+        w.us(0x0028, 0x0120, UInt16(bitPattern: -2000))
+        #expect(try DICOMDecoder.decode(w.bytes()).pixelPaddingValue == -2000)
+        w.us(0x0028, 0x0103, 0)
+        #expect(try DICOMDecoder.decode(w.bytes()).pixelPaddingValue == 63536)
+    }
+
+    @Test func monochrome1IsDecodedAsStored() throws {
+        var w = DICOMWriter.ct()
+        w.string(0x0028, 0x0004, "CS", "MONOCHROME1")
+        let slice = try DICOMDecoder.decode(w.bytes())
+        #expect(slice.photometricInterpretation == .monochrome1)
+        #expect(slice.storedValues == (try DICOMDecoder.decode(DICOMWriter.ct().bytes())).storedValues)
+    }
+
+    typealias Edit = @Sendable (inout DICOMWriter) -> Void
+
+    static let rejections: [(String, Edit, DICOMError)] = [
+        ("no pixel data", { $0.remove(0x7FE0, 0x0010) }, .noPixelData),
+        ("no study UID", { $0.remove(0x0020, 0x000D) }, .missingAttribute("StudyInstanceUID")),
+        ("no series UID", { $0.remove(0x0020, 0x000E) }, .missingAttribute("SeriesInstanceUID")),
+        ("no SOP UID", { $0.remove(0x0008, 0x0018) }, .missingAttribute("SOPInstanceUID")),
+        ("letters in UID", { $0.string(0x0008, 0x0018, "UI", "1.2.abc") }, .malformedUID(attribute: "SOPInstanceUID")),
+        ("no rows", { $0.remove(0x0028, 0x0010) }, .missingAttribute("Rows")),
+        ("no bits allocated", { $0.remove(0x0028, 0x0100) }, .missingAttribute("BitsAllocated")),
+        ("zero rows", { $0.us(0x0028, 0x0010, 0) }, .absurdDimensions(rows: 0, columns: 4)),
+        ("huge image", { $0.us(0x0028, 0x0010, 60000); $0.us(0x0028, 0x0011, 60000) },
+         .absurdDimensions(rows: 60000, columns: 60000)),
+        ("short pixel data", { $0.us(0x0028, 0x0010, 300) }, .pixelDataTooShort(expected: 2400, actual: 24)),
+        ("multi-frame", { $0.string(0x0028, 0x0008, "IS", "2") }, .multiFrame(frames: 2)),
+        ("RGB", { $0.us(0x0028, 0x0002, 3); $0.string(0x0028, 0x0004, "CS", "RGB") },
+         .unsupportedPixelFormat(samplesPerPixel: 3, bitsAllocated: 16)),
+        ("palette", { $0.string(0x0028, 0x0004, "CS", "PALETTE COLOR") },
+         .unsupportedPhotometricInterpretation("PALETTE COLOR")),
+        ("32-bit", { $0.us(0x0028, 0x0100, 32) }, .unsupportedPixelFormat(samplesPerPixel: 1, bitsAllocated: 32)),
+        ("bits stored > allocated", { $0.us(0x0028, 0x0101, 17) }, .invalidAttribute("BitsStored")),
+        ("zero slope", { $0.string(0x0028, 0x1053, "DS", "0") }, .invalidAttribute("RescaleSlope")),
+        ("text slope", { $0.string(0x0028, 0x1053, "DS", "one") }, .invalidAttribute("RescaleSlope")),
+        ("two-value position", { $0.string(0x0020, 0x0032, "DS", "1\\2") }, .invalidAttribute("ImagePositionPatient")),
+    ]
+
+    @Test(arguments: rejections)
+    func rejects(name: String, edit: Edit, expected: DICOMError) {
+        var w = DICOMWriter.ct()
+        edit(&w)
+        #expect(throws: expected, "\(name)") { try DICOMDecoder.decode(w.bytes()) }
+    }
+
+    @Test(arguments: [
+        ("empty", [UInt8]()),
+        ("text", Array("hello, this is not a DICOM file at all".utf8)),
+        ("random", (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 7) }),
+        ("PNG", [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0, count: 200)),
+    ])
+    func rejectsNonDICOM(name: String, bytes: [UInt8]) {
+        #expect(throws: DICOMError.notDICOM, "\(name)") { try DICOMDecoder.decode(bytes) }
+    }
+
+    /// Cut anywhere after the meta header, a file must fail cleanly: never crash or over-read.
+    @Test func truncationAnywhereIsATypedError() {
+        let bytes = DICOMWriter.ct().bytes()
+        for length in stride(from: 133, to: bytes.count, by: 1) {
+            do {
+                _ = try DICOMDecoder.decode(Array(bytes.prefix(length)))
+                Issue.record("decoded a file cut at \(length) of \(bytes.count) bytes")
+            } catch {
+                #expect([.truncated, .malformed, .noPixelData].contains(error) || error.type.hasPrefix("missing"),
+                        "cut at \(length): \(error)")
+            }
+        }
+        #expect(throws: DICOMError.truncated) { try DICOMDecoder.decode(Array(bytes.dropLast(7))) }
+    }
+
+    @Test func errorsHaveStableTypesAndHumanDetails() {
+        let error = DICOMError.unsupportedTransferSyntax(uid: "1.2.840.10008.1.2.4.90")
+        #expect(error.type == "unsupported-transfer-syntax")
+        #expect(error.detail.contains("1.2.840.10008.1.2.4.90"))
+    }
+}
