@@ -17,6 +17,8 @@ let package = Package(
     dependencies: [
         // Subcommands, typed options and help text for ichctl without a hand-written parser.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // SHA-256 of model weights at load time, instead of a hand-written digest.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .target(
@@ -29,17 +31,19 @@ let package = Package(
 
         .target(name: "DICOM", dependencies: ["CDCMTK"]),
         .target(name: "Imaging", dependencies: ["DICOM"]),
+        .target(name: "NeuralNet", dependencies: ["CBLAS", .product(name: "Crypto", package: "swift-crypto")]),
 
         .executableTarget(
             name: "ichctl",
             dependencies: [
-                "DICOM", "Imaging",
+                "DICOM", "Imaging", "NeuralNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "DICOMTests", dependencies: ["DICOM"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "DICOM"]),
+        .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
     ],
     cxxLanguageStandard: .cxx17
 )

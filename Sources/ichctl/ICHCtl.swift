@@ -4,7 +4,7 @@ import ArgumentParser
 struct ICHCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ichctl",
-        abstract: "Command line for the ICH triage service: inspect and preprocess DICOM files.",
-        subcommands: [Inspect.self, Preprocess.self, BenchPreprocess.self]
+        abstract: "Command line for the ICH triage service: inspect and preprocess DICOM files, run and time model bundles.",
+        subcommands: [Inspect.self, Preprocess.self, BenchPreprocess.self, Predict.self, Bench.self]
     )
 }

@@ -1,7 +1,7 @@
 import Foundation
 
 /// NumPy `.npy` version 1.0 for little-endian float32 arrays, the format
-/// Python tools and tests read with `numpy.load`.
+/// Python tools and tests exchange with ichctl.
 enum NPYFile {
     static func data(float32 values: [Float], shape: [Int]) -> Data {
         precondition(shape.reduce(1, *) == values.count, "shape does not match the value count")
@@ -16,5 +16,29 @@ enum NPYFile {
         data.append(contentsOf: Array(header.utf8))
         values.withUnsafeBytes { data.append(contentsOf: $0) }
         return data
+    }
+
+    /// Reads a C-order little-endian float32 array (versions 1.0 to 3.0) and its shape.
+    static func read(float32 data: [UInt8]) -> (values: [Float], shape: [Int])? {
+        guard data.count >= 10, data[0] == 0x93, Array(data[1..<6]) == Array("NUMPY".utf8) else { return nil }
+        let major = data[6]
+        let (lengthBytes, start) = major == 1 ? (2, 10) : (4, 12)
+        guard data.count >= start, major >= 1, major <= 3 else { return nil }
+        let headerLength = (0..<lengthBytes).reduce(0) { $0 | Int(data[8 + $1]) << (8 * $1) }
+        guard start + headerLength <= data.count else { return nil }
+        let header = String(decoding: data[start..<(start + headerLength)], as: UTF8.self)
+        guard header.contains("'descr': '<f4'"), header.contains("'fortran_order': False"),
+              let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")")
+        else { return nil }
+        let shape = header[open.upperBound..<close].split(separator: ",").compactMap {
+            Int($0.trimmingCharacters(in: .whitespaces))
+        }
+        let count = shape.reduce(1, *)
+        let body = data[(start + headerLength)...]
+        guard body.count == count * 4 else { return nil }
+        let values = body.withUnsafeBytes { raw in
+            (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+        }
+        return (values, shape)
     }
 }

@@ -1,0 +1,24 @@
+/// A convolution's weights ready for the kernel: BatchNorm folded in.
+/// `weights` is [kh * kw * cin, cout] (the Keras HWIO kernel, flattened as is).
+public struct FoldedConv: Sendable {
+    public var weights: [Float]
+    public var bias: [Float]
+}
+
+/// conv → BN(γ, β, μ, σ², ε) equals a conv with W' = W·s and b' = (b − μ)·s + β,
+/// where s = γ / √(σ² + ε) per output channel. Folded in double precision.
+func foldBatchNorm(
+    kernel: [Float], bias: [Float]?, gamma: [Float]?, beta: [Float], mean: [Float], variance: [Float],
+    epsilon: Double
+) -> FoldedConv {
+    let cout = beta.count
+    var scale = [Double](repeating: 0, count: cout)
+    var folded = [Float](repeating: 0, count: cout)
+    for c in 0..<cout {
+        scale[c] = Double(gamma?[c] ?? 1) / (Double(variance[c]) + epsilon).squareRoot()
+        folded[c] = Float((Double(bias?[c] ?? 0) - Double(mean[c])) * scale[c] + Double(beta[c]))
+    }
+    var weights = kernel
+    for i in 0..<weights.count { weights[i] = Float(Double(weights[i]) * scale[i % cout]) }
+    return FoldedConv(weights: weights, bias: folded)
+}
