@@ -18,6 +18,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads for GEMM and the other kernels (default: all cores).")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
+    @Flag(help: "Print the slowest operations (per-layer profile) to standard error.")
+    var profile = false
+
     func run() throws {
         guard batch >= 1, iterations >= 1, threads >= 1 else {
             throw ValidationError("--batch, --iterations and --threads must be at least 1")
@@ -31,6 +34,7 @@ struct Bench: ParsableCommand {
             return Float(state >> 8) / Float(1 << 24)
         }
         var logits = [Float](repeating: 0, count: batch * pass.outputCount)
+        if profile { pass.enableProfiling() }
         var perImageMilliseconds: [Double] = []
         for iteration in 0...iterations {
             let start = DispatchTime.now().uptimeNanoseconds
@@ -54,7 +58,32 @@ struct Bench: ParsableCommand {
             "peak_rss_bytes": usage.ru_maxrss * 1024,
             "gmac_per_image": Double(model.graph.multiplyAdds) / 1e9,
         ]
+        if let times = pass.profile { printProfile(times, graph: model.graph) }
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     }
+}
+
+/// The slowest operations with their share of the total and their GEMM rate.
+private func printProfile(_ times: [Double], graph: Graph) {
+    let total = times.reduce(0, +)
+    var lines = ["op  share  ms/pass  GFLOP/s  layer"]
+    let passes = 1.0  // times accumulate over all timed passes; shares are what matter
+    for (index, time) in times.enumerated().sorted(by: { $0.1 > $1.1 }).prefix(25) {
+        let op = graph.operations[index]
+        var name = "", flops = 0.0
+        switch op {
+        case .conv(let layer):
+            let g = layer.geometry
+            name = "\(layer.name) \(g.kernelHeight)x\(g.kernelWidth)/\(g.strideY) \(g.inputChannels)->\(g.outputChannels) @\(g.outputHeight)x\(g.outputWidth)"
+            flops = 2 * Double(g.multiplyAdds)
+        case .pool(let g, _, _): name = "pool \(g.kind) \(g.size)/\(g.stride) @\(g.inputHeight)x\(g.inputWidth)x\(g.channels)"
+        case .globalAveragePool: name = "global average pool"
+        case .dense(let n, _, _): name = "dense \(n)"
+        }
+        let share = String(format: "%5.1f%%", 100 * time / total)
+        let rate = flops > 0 ? String(format: "%7.1f", flops / (time / passes) / 1e9) : "      -"
+        lines.append("\(index)  \(share)  \(String(format: "%7.2f", time * 1000))  \(rate)  \(name)")
+    }
+    FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
 }

@@ -9,12 +9,12 @@ public enum ModelBundle {
     public static func load(directory: String, checkGolden: Bool = true, threads: Int = 1) throws(NeuralNetError) -> Model {
         let manifest = try readManifest(directory: directory)
         let weightsPath = directory + "/" + manifest.weights.file
-        let weights = try SafeTensors(path: weightsPath)
-        let actual = sha256(try MappedFile(path: weightsPath).bytes)
+        let mapped = try MappedFile(path: weightsPath)
+        let actual = withExtendedLifetime(mapped) { sha256(mapped.bytes) }
         guard actual == manifest.weights.sha256?.lowercased() else {
             throw .checksumMismatch(file: manifest.weights.file, expected: manifest.weights.sha256 ?? "", actual: actual)
         }
-        let model = try Model(manifest: manifest, weights: weights)
+        let model = try Model(manifest: manifest, weights: try SafeTensors(bytes: mapped.bytes, owner: mapped))
         if checkGolden, let golden = manifest.golden {
             try GoldenVectors(path: directory + "/" + golden.file, model: model)
                 .check(model: model, tolerance: golden.tolerance ?? 1e-4, threads: threads)

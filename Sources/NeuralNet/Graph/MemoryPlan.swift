@@ -6,8 +6,6 @@ public struct MemoryPlan: Sendable {
     /// Float offset of each buffer in the arena.
     public let offsets: [Int]
     public let arenaCount: Int
-    /// im2col scratch, the largest any convolution needs.
-    public let workspaceCount: Int
 
     public init(graph: Graph, batch: Int) {
         let count = graph.buffers.count
@@ -65,6 +63,5 @@ public struct MemoryPlan: Sendable {
         self.batch = batch
         self.offsets = offsets
         self.arenaCount = top
-        self.workspaceCount = graph.convolutions.map { $0.geometry.workspaceCount(batch: batch) }.max() ?? 0
     }
 }

@@ -1,3 +1,4 @@
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -12,6 +13,8 @@ public final class ForwardPass {
     public let capacity: Int
     public let threads: Int
     public let plan: MemoryPlan
+    /// Seconds spent in each operation since the last reset, when profiling is on.
+    public private(set) var profile: [Double]?
     private let arena: UnsafeMutablePointer<Float>
     private let workspace: UnsafeMutablePointer<Float>
 
@@ -23,14 +26,17 @@ public final class ForwardPass {
         plan = MemoryPlan(graph: model.graph, batch: capacity)
         arena = .allocate(capacity: max(plan.arenaCount, 1))
         arena.initialize(repeating: 0, count: max(plan.arenaCount, 1))
-        workspace = .allocate(capacity: max(plan.workspaceCount, 1))
-        workspace.initialize(repeating: 0, count: max(plan.workspaceCount, 1))
+        let workspaceCount = max(model.workspaceCount(batch: capacity, threads: threads), 1)
+        workspace = .allocate(capacity: workspaceCount)
+        workspace.initialize(repeating: 0, count: workspaceCount)
     }
 
     deinit {
         arena.deallocate()
         workspace.deallocate()
     }
+
+    public func enableProfiling() { profile = [Double](repeating: 0, count: model.graph.operations.count) }
 
     public var inputCount: Int { model.graph.buffers[model.graph.input.buffer].elementsPerImage }
     public var outputCount: Int { model.graph.output.channels }
@@ -51,9 +57,24 @@ public final class ForwardPass {
         for i in 0..<inputs.count { input[i] = inputs[i] * scale + offset }
 
         for (index, op) in graph.operations.enumerated() {
+            let start = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            defer { if profile != nil { profile![index] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 } }
             switch op {
             case .conv(let layer):
                 let parameters = model.parameters[index]!
+                if let v = parameters.winograd {
+                    v.withUnsafeBufferPointer { v in
+                        parameters.bias.withUnsafeBufferPointer { b in
+                            winogradConv2D(y: pointer(layer.output), yStride: layer.output.stride,
+                                           x: pointer(layer.input), xStride: layer.input.stride,
+                                           v: v.baseAddress!, bias: b.baseAddress!,
+                                           residual: layer.residual.map { UnsafePointer(pointer($0)) },
+                                           residualStride: layer.residual?.stride ?? 0, relu: layer.relu,
+                                           geometry: layer.geometry, batch: count, workspace: workspace, threads: threads)
+                        }
+                    }
+                    continue
+                }
                 parameters.weights.withUnsafeBufferPointer { w in
                     parameters.bias.withUnsafeBufferPointer { b in
                         conv2D(y: pointer(layer.output), yStride: layer.output.stride,

@@ -6,7 +6,18 @@ public struct Model: Sendable {
     /// Folded weights of each operation that has them (convolutions and the head), by operation index.
     let parameters: [FoldedConv?]
 
-    public init(manifest: Manifest, weights: SafeTensors) throws(NeuralNetError) {
+    /// Scratch floats the largest convolution needs at this batch size and thread count.
+    func workspaceCount(batch: Int, threads: Int) -> Int {
+        zip(graph.operations, parameters).map { op, parameters in
+            guard case .conv(let layer) = op else { return 0 }
+            return parameters?.winograd != nil
+                ? Winograd.workspaceCount(layer.geometry, batch: batch, threads: threads)
+                : layer.geometry.workspaceCount(batch: batch)
+        }.max() ?? 0
+    }
+
+    /// `winograd: false` runs every convolution directly (the reference path).
+    public init(manifest: Manifest, weights: SafeTensors, winograd: Bool = true) throws(NeuralNetError) {
         let (height, width) = (manifest.input.height, manifest.input.width)
         let classes = manifest.labels.count
         let graph = switch manifest.architecture {
@@ -18,7 +29,12 @@ public struct Model: Sendable {
         for op in graph.operations {
             switch op {
             case .conv(let layer):
-                parameters.append(try Self.load(layer, from: &store, epsilon: manifest.batchNormEpsilon))
+                var folded = try Self.load(layer, from: &store, epsilon: manifest.batchNormEpsilon)
+                if winograd, Winograd.applies(to: layer.geometry) {
+                    folded.winograd = Winograd.transformKernel(
+                        folded.weights, inputChannels: layer.geometry.inputChannels, outputChannels: layer.geometry.outputChannels)
+                }
+                parameters.append(folded)
             case .dense(let name, let input, let output):
                 let kernel = try store.floats("\(name).kernel", shape: [input.channels, output.channels])
                 let bias = try store.floats("\(name).bias", shape: [output.channels])

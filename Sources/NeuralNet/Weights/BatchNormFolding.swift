@@ -3,6 +3,8 @@
 public struct FoldedConv: Sendable {
     public var weights: [Float]
     public var bias: [Float]
+    /// [36, cin, cout] when this convolution runs as Winograd F(4x4, 3x3).
+    public var winograd: [Float]? = nil
 }
 
 /// conv → BN(γ, β, μ, σ², ε) equals a conv with W' = W·s and b' = (b − μ)·s + β,
