@@ -31,6 +31,8 @@ void initialiseOnce() {
     std::call_once(once, [] {
         // DCMTK otherwise prints E:/W: lines on stderr for every odd file.
         OFLog::configure(OFLogger::OFF_LOG_LEVEL);
+        // Some writers store every element as UN; reread those with their dictionary VR, as pydicom does.
+        dcmEnableUnknownVRConversion.set(OFTrue);
         DcmRLEDecoderRegistration::registerCodecs();
         DJDecoderRegistration::registerCodecs();
         DJLSDecoderRegistration::registerCodecs();
@@ -134,6 +136,10 @@ extern "C" cdcmtk_status cdcmtk_integer(const cdcmtk_object *object, uint16_t gr
     } catch (...) {
         return CDCMTK_INTERNAL;
     }
+}
+
+extern "C" int cdcmtk_has_element(const cdcmtk_object *object, uint16_t group, uint16_t element) {
+    return findTopLevel(object, group, element) != nullptr;
 }
 
 extern "C" cdcmtk_status cdcmtk_has_pixel_data(const cdcmtk_object *object) {

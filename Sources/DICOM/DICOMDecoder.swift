@@ -43,6 +43,7 @@ enum Tag {
     static let windowWidth: (UInt16, UInt16) = (0x0028, 0x1051)
     static let rescaleIntercept: (UInt16, UInt16) = (0x0028, 0x1052)
     static let rescaleSlope: (UInt16, UInt16) = (0x0028, 0x1053)
+    static let modalityLUTSequence: (UInt16, UInt16) = (0x0028, 0x3000)
 }
 
 /// Owns one parsed DCMTK object and reads typed attributes from it.
@@ -96,6 +97,10 @@ private final class DCMTKObject {
         let sopClass = try string(Tag.sopClassUID, "SOPClassUID")
         if let sopClass, !UID.isValid(sopClass) { throw .malformedUID(attribute: "SOPClassUID") }
 
+        // A lookup table instead of slope/intercept: applying only the linear part would give wrong HU.
+        guard cdcmtk_has_element(handle, Tag.modalityLUTSequence.0, Tag.modalityLUTSequence.1) == 0 else {
+            throw .modalityLUTSequence
+        }
         let slope = try decimals(Tag.rescaleSlope, "RescaleSlope")?.first ?? 1
         let intercept = try decimals(Tag.rescaleIntercept, "RescaleIntercept")?.first ?? 0
         guard slope.isFinite, slope != 0 else { throw .invalidAttribute("RescaleSlope") }

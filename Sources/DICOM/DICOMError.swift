@@ -9,6 +9,7 @@ public enum DICOMError: Error, Equatable, Sendable {
     case unsupportedPhotometricInterpretation(String)
     case unsupportedPixelFormat(samplesPerPixel: Int, bitsAllocated: Int)
     case multiFrame(frames: Int)
+    case modalityLUTSequence
     case missingAttribute(String)
     case invalidAttribute(String)
     case malformedUID(attribute: String)
@@ -28,6 +29,7 @@ public enum DICOMError: Error, Equatable, Sendable {
         case .unsupportedPhotometricInterpretation: "unsupported-photometric-interpretation"
         case .unsupportedPixelFormat: "unsupported-pixel-format"
         case .multiFrame: "multi-frame"
+        case .modalityLUTSequence: "unsupported-modality-lut"
         case .missingAttribute: "missing-attribute"
         case .invalidAttribute: "invalid-attribute"
         case .malformedUID: "malformed-uid"
@@ -56,6 +58,8 @@ public enum DICOMError: Error, Equatable, Sendable {
             "Pixel format with \(samples) sample(s) per pixel and \(bits) bits allocated is not supported; expected 1 sample of 8 or 16 bits."
         case .multiFrame(let frames):
             "Multi-frame objects (\(frames) frames) are rejected; send one single-frame instance per slice."
+        case .modalityLUTSequence:
+            "The object maps stored values through a Modality LUT Sequence, which is not supported; Hounsfield units need RescaleSlope/RescaleIntercept."
         case .missingAttribute(let name):
             "Required attribute \(name) is missing."
         case .invalidAttribute(let name):

@@ -26,11 +26,10 @@ enum InputError: Error {
 }
 
 func readFile(_ path: String) throws(InputError) -> [UInt8] {
-    do {
-        return [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-    } catch {
-        throw .unreadable((error as NSError).localizedDescription)
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw .unreadable("no such file, or not readable")
     }
+    return [UInt8](data)
 }
 
 func decodeFile(_ path: String) throws(InputError) -> CTSlice {

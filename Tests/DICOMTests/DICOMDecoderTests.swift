@@ -84,6 +84,7 @@ import Testing
         ("bits stored > allocated", { $0.us(0x0028, 0x0101, 17) }, .invalidAttribute("BitsStored")),
         ("zero slope", { $0.string(0x0028, 0x1053, "DS", "0") }, .invalidAttribute("RescaleSlope")),
         ("text slope", { $0.string(0x0028, 0x1053, "DS", "one") }, .invalidAttribute("RescaleSlope")),
+        ("modality LUT", { $0.set(0x0028, 0x3000, "SQ", []) }, .modalityLUTSequence),
         ("two-value position", { $0.string(0x0020, 0x0032, "DS", "1\\2") }, .invalidAttribute("ImagePositionPatient")),
     ]
 

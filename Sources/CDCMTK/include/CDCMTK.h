@@ -53,6 +53,9 @@ cdcmtk_status cdcmtk_string(const cdcmtk_object *object, uint16_t group, uint16_
 cdcmtk_status cdcmtk_integer(const cdcmtk_object *object, uint16_t group, uint16_t element,
                              unsigned long index, int64_t *value);
 
+/// 1 when the top-level data set holds the element (with or without a value), else 0.
+int cdcmtk_has_element(const cdcmtk_object *object, uint16_t group, uint16_t element);
+
 /// CDCMTK_OK when the top-level data set has a Pixel Data element with a
 /// value, CDCMTK_NO_PIXEL_DATA otherwise. Cheap: decompresses nothing.
 cdcmtk_status cdcmtk_has_pixel_data(const cdcmtk_object *object);
