@@ -6,6 +6,7 @@ public enum NeuralNetError: Error, Equatable, Sendable {
     case tensorMissing(name: String)
     case tensorShape(name: String, expected: [Int], actual: [Int])
     case tensorsUnused(names: [String])
+    case invalidTensor(name: String, reason: String)
     case unsupportedDType(name: String, dtype: String)
     case manifest(String)
     case checksumMismatch(file: String, expected: String, actual: String)
@@ -21,6 +22,7 @@ public enum NeuralNetError: Error, Equatable, Sendable {
         case .tensorMissing: "tensor-missing"
         case .tensorShape: "tensor-shape"
         case .tensorsUnused: "tensors-unused"
+        case .invalidTensor: "invalid-tensor"
         case .unsupportedDType: "unsupported-dtype"
         case .manifest: "manifest"
         case .checksumMismatch: "checksum-mismatch"
@@ -40,6 +42,7 @@ public enum NeuralNetError: Error, Equatable, Sendable {
             "Tensor '\(name)' has shape \(actual) where the graph needs \(expected)."
         case .tensorsUnused(let names):
             "The weights hold \(names.count) tensor(s) the graph does not use, first '\(names[0])'."
+        case .invalidTensor(let name, let reason): "Tensor '\(name)' is invalid: \(reason)."
         case .unsupportedDType(let name, let dtype): "Tensor '\(name)' has dtype \(dtype); expected F32, F16 or BF16."
         case .manifest(let reason): "Invalid model.json: \(reason)."
         case .checksumMismatch(let file, let expected, let actual):

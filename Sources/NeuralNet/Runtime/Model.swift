@@ -33,6 +33,8 @@ public struct Model: Sendable {
                 if winograd, Winograd.applies(to: layer.geometry) {
                     folded.winograd = Winograd.transformKernel(
                         folded.weights, inputChannels: layer.geometry.inputChannels, outputChannels: layer.geometry.outputChannels)
+                    folded.weights = []  // the direct kernel is not used again
+
                 }
                 parameters.append(folded)
             case .dense(let name, let input, let output):
@@ -57,8 +59,8 @@ public struct Model: Sendable {
         guard let bn = layer.batchNorm else {
             return FoldedConv(weights: kernel, bias: bias ?? [Float](repeating: 0, count: cout))
         }
-        return foldBatchNorm(
-            kernel: kernel, bias: bias,
+        return try foldBatchNorm(
+            name: bn, kernel: kernel, bias: bias,
             gamma: layer.batchNormHasScale ? try store.floats("\(bn).gamma", shape: [cout]) : nil,
             beta: try store.floats("\(bn).beta", shape: [cout]),
             mean: try store.floats("\(bn).moving_mean", shape: [cout]),
