@@ -35,15 +35,18 @@ build: deps
 release: deps
 	swift build -c release
 
+# The Python tests drive a release ichctl: a debug build spends most of a
+# minute just loading a ResNet50 bundle.
 test: deps venv
 	swift build
+	swift build -c release --product ichctl
 	$(MAKE) --no-print-directory test-swift test-python test-fuzz
 
 test-swift:
 	swift test
 
 test-python:
-	ICHCTL=$(CURDIR)/.build/debug/ichctl $(VENV)/bin/pytest -q Tests/python
+	ICHCTL=$(CURDIR)/.build/release/ichctl $(VENV)/bin/pytest -q Tests/python
 
 # No server yet: the service target arrives with issue 4. Until then this
 # builds the command line and shows what it can do.
@@ -52,6 +55,7 @@ run: build
 
 bench: release venv
 	$(PYTHON) Benchmarks/preprocess.py --ichctl .build/release/ichctl
+	$(PYTHON) Benchmarks/forward_pass.py --ichctl .build/release/ichctl
 
 # libFuzzer on the DICOM decoder (Swift + the DCMTK shim, AddressSanitizer).
 # `make fuzz FUZZ_SECONDS=3600` for a real run; the test target runs it briefly.

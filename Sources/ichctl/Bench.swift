@@ -21,12 +21,15 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print the slowest operations (per-layer profile) to standard error.")
     var profile = false
 
+    @Flag(help: "Run every convolution directly (im2col + GEMM), without Winograd: the reference path.")
+    var noWinograd = false
+
     func run() throws {
         guard batch >= 1, iterations >= 1, threads >= 1 else {
             throw ValidationError("--batch, --iterations and --threads must be at least 1")
         }
         BLASThreads.set(threads)
-        let model = try ModelBundle.load(directory: self.model, checkGolden: false, threads: threads)
+        let model = try ModelBundle.load(directory: self.model, checkGolden: false, threads: threads, winograd: !noWinograd)
         let pass = ForwardPass(model: model, capacity: batch, threads: threads)
         var state: UInt32 = 12345
         let input = (0..<batch * pass.inputCount).map { _ -> Float in
@@ -46,8 +49,6 @@ struct Bench: ParsableCommand {
         }
         let sorted = perImageMilliseconds.sorted()
         let total = perImageMilliseconds.reduce(0, +)
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
         let report: [String: Any] = [
             "architecture": model.manifest.architecture.rawValue,
             "input": [model.manifest.input.height, model.manifest.input.width, 3],
@@ -55,20 +56,19 @@ struct Bench: ParsableCommand {
             "images_per_second": 1000 / (total / Double(sorted.count)),
             "ms_per_image_median": sorted[sorted.count / 2],
             "ms_per_image_p90": sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.9).rounded(.up)) - 1)],
-            "peak_rss_bytes": usage.ru_maxrss * 1024,
+            "peak_rss_bytes": peakResidentBytes(),
             "gmac_per_image": Double(model.graph.multiplyAdds) / 1e9,
         ]
-        if let times = pass.profile { printProfile(times, graph: model.graph) }
+        if let times = pass.profile { printProfile(times.map { $0 / Double(iterations + 1) }, graph: model.graph) }
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     }
 }
 
-/// The slowest operations with their share of the total and their GEMM rate.
+/// The slowest operations (seconds per pass) with their share of the total and their effective rate.
 private func printProfile(_ times: [Double], graph: Graph) {
     let total = times.reduce(0, +)
     var lines = ["op  share  ms/pass  GFLOP/s  layer"]
-    let passes = 1.0  // times accumulate over all timed passes; shares are what matter
     for (index, time) in times.enumerated().sorted(by: { $0.1 > $1.1 }).prefix(25) {
         let op = graph.operations[index]
         var name = "", flops = 0.0
@@ -82,8 +82,17 @@ private func printProfile(_ times: [Double], graph: Graph) {
         case .dense(let n, _, _): name = "dense \(n)"
         }
         let share = String(format: "%5.1f%%", 100 * time / total)
-        let rate = flops > 0 ? String(format: "%7.1f", flops / (time / passes) / 1e9) : "      -"
+        let rate = flops > 0 ? String(format: "%7.1f", flops / time / 1e9) : "      -"
         lines.append("\(index)  \(share)  \(String(format: "%7.2f", time * 1000))  \(rate)  \(name)")
     }
     FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+}
+
+/// VmHWM from /proc/self/status: unlike getrusage, it is not inherited from a large parent process.
+private func peakResidentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+          let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
+    else { return 0 }
+    return kilobytes * 1024
 }
