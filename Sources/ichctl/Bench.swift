@@ -85,6 +85,19 @@ private func printProfile(_ times: [Double], graph: Graph) {
         let rate = flops > 0 ? String(format: "%7.1f", flops / time / 1e9) : "      -"
         lines.append("\(index)  \(share)  \(String(format: "%7.2f", time * 1000))  \(rate)  \(name)")
     }
+    var byKind: [String: Double] = [:]
+    for (op, time) in zip(graph.operations, times) {
+        let kind = switch op {
+        case .conv(let layer) where layer.geometry.isPointwise: "conv 1x1"
+        case .conv(let layer) where layer.geometry.kernelHeight == 3 && layer.geometry.kernelWidth == 3: "conv 3x3"
+        case .conv: "conv other"
+        case .pool: "pooling"
+        case .globalAveragePool, .dense: "head"
+        }
+        byKind[kind, default: 0] += time
+    }
+    lines.append(byKind.sorted { $0.value > $1.value }.map { String(format: "%@ %.1f ms", $0.key, $0.value * 1000) }
+        .joined(separator: ", "))
     FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
 }
 
