@@ -40,7 +40,7 @@ release: deps
 test: deps venv
 	swift build
 	swift build -c release --product ichctl
-	$(MAKE) --no-print-directory test-swift test-python test-fuzz
+	$(MAKE) --no-print-directory test-swift test-fuzz test-python
 
 test-swift:
 	swift test

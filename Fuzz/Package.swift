@@ -1,15 +1,19 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
 // libFuzzer targets, kept apart from the main package because they build with
-// `-sanitize=fuzzer,address` (see `make fuzz`).
+// `-sanitize=fuzzer,address` (see `make fuzz`). A path dependency is named
+// after its folder, which differs between checkouts (CI clones elsewhere).
+let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent
+
 let package = Package(
     name: "ich-fuzz",
     dependencies: [.package(path: "..")],
     targets: [
         .executableTarget(
             name: "FuzzDICOM",
-            dependencies: [.product(name: "DICOM", package: "main")]
+            dependencies: [.product(name: "DICOM", package: root)]
         ),
     ]
 )
