@@ -29,7 +29,7 @@ struct Bench: ParsableCommand {
             throw ValidationError("--batch, --iterations and --threads must be at least 1")
         }
         BLASThreads.set(threads)
-        let model = try ModelBundle.load(directory: self.model, checkGolden: false, threads: threads, winograd: !noWinograd)
+        let model = try ModelBundle.load(directory: self.model, checkGolden: false, threads: threads, batch: batch, winograd: !noWinograd)
         let pass = ForwardPass(model: model, capacity: batch, threads: threads)
         var state: UInt32 = 12345
         let input = (0..<batch * pass.inputCount).map { _ -> Float in

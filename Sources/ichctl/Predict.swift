@@ -30,7 +30,7 @@ struct Predict: ParsableCommand {
     func run() throws {
         guard batch >= 1, threads >= 1 else { throw ValidationError("--batch and --threads must be at least 1") }
         BLASThreads.set(threads)
-        let model = try ModelBundle.load(directory: self.model, threads: threads)
+        let model = try ModelBundle.load(directory: self.model, threads: threads, batch: batch)
         let preprocessor = try Preprocessor(settings: PreprocessSettings(model.manifest))
         let pass = ForwardPass(model: model, capacity: batch, threads: threads)
         let labels = model.manifest.labels

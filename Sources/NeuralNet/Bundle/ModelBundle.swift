@@ -7,7 +7,7 @@ import Foundation
 /// differ from the ones the training framework computed.
 public enum ModelBundle {
     public static func load(
-        directory: String, checkGolden: Bool = true, threads: Int = 1, winograd: Bool = true
+        directory: String, checkGolden: Bool = true, threads: Int = 1, batch: Int = 1, winograd: Bool = true
     ) throws(NeuralNetError) -> Model {
         let manifest = try readManifest(directory: directory)
         let weightsPath = directory + "/" + manifest.weights.file
@@ -16,7 +16,7 @@ public enum ModelBundle {
         guard actual == manifest.weights.sha256?.lowercased() else {
             throw .checksumMismatch(file: manifest.weights.file, expected: manifest.weights.sha256 ?? "", actual: actual)
         }
-        let model = try Model(manifest: manifest, weights: try SafeTensors(bytes: mapped.bytes, owner: mapped), winograd: winograd)
+        let model = try Model(manifest: manifest, weights: try SafeTensors(bytes: mapped.bytes, owner: mapped), batch: batch, winograd: winograd)
         if checkGolden, let golden = manifest.golden {
             try GoldenVectors(path: directory + "/" + golden.file, model: model)
                 .check(model: model, tolerance: golden.tolerance ?? 1e-4, threads: threads)

@@ -7,12 +7,12 @@
 public enum Winograd {
     static let tile = 4, window = 6
 
-    /// Convolutions worth it: 3x3, stride 1, and enough output for the
-    /// transforms to pay off: below 8x8 the 36 GEMMs get too thin (measured: 8 beats
-    /// 16 by 15% at batch 8 on both models and ties at batch 1).
-    public static func applies(to g: ConvGeometry, minimumOutput: Int = 8) -> Bool {
+    /// Convolutions worth it: 3x3, stride 1, and enough tiles per pass for the 36
+    /// GEMMs not to be too thin (each reads all of its cin x cout weights). Measured
+    /// here: an 8x8 map gains ~15% at batch 8 (32 tiles) but loses at batch 1 (4 tiles).
+    public static func applies(to g: ConvGeometry, batch: Int) -> Bool {
         g.kernelHeight == 3 && g.kernelWidth == 3 && g.strideY == 1 && g.strideX == 1
-            && g.outputHeight >= minimumOutput && g.outputWidth >= minimumOutput
+            && g.outputHeight >= 8 && g.outputWidth >= 8 && tiles(g, batch: batch) >= 16
     }
 
     static func tiles(_ g: ConvGeometry, batch: Int) -> Int {

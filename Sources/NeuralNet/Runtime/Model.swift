@@ -16,8 +16,9 @@ public struct Model: Sendable {
         }.max() ?? 0
     }
 
-    /// `winograd: false` runs every convolution directly (the reference path).
-    public init(manifest: Manifest, weights: SafeTensors, winograd: Bool = true) throws(NeuralNetError) {
+    /// `batch` is the batch size the model will mostly run at: it decides which
+    /// layers use Winograd. `winograd: false` runs every convolution directly (the reference path).
+    public init(manifest: Manifest, weights: SafeTensors, batch: Int = 1, winograd: Bool = true) throws(NeuralNetError) {
         let (height, width) = (manifest.input.height, manifest.input.width)
         let classes = manifest.labels.count
         let graph = switch manifest.architecture {
@@ -30,7 +31,7 @@ public struct Model: Sendable {
             switch op {
             case .conv(let layer):
                 var folded = try Self.load(layer, from: &store, epsilon: manifest.batchNormEpsilon)
-                if winograd, Winograd.applies(to: layer.geometry) {
+                if winograd, Winograd.applies(to: layer.geometry, batch: batch) {
                     folded.winograd = Winograd.transformKernel(
                         folded.weights, inputChannels: layer.geometry.inputChannels, outputChannels: layer.geometry.outputChannels)
                     folded.weights = []  // the direct kernel is not used again
