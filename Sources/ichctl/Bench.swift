@@ -59,14 +59,14 @@ struct Bench: ParsableCommand {
             "peak_rss_bytes": peakResidentBytes(),
             "gmac_per_image": Double(model.graph.multiplyAdds) / 1e9,
         ]
-        if let times = pass.profile { printProfile(times.map { $0 / Double(iterations + 1) }, graph: model.graph) }
+        if let times = pass.profile { printProfile(times.map { $0 / Double(iterations + 1) }, graph: model.graph, batch: batch) }
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     }
 }
 
 /// The slowest operations (seconds per pass) with their share of the total and their effective rate.
-private func printProfile(_ times: [Double], graph: Graph) {
+private func printProfile(_ times: [Double], graph: Graph, batch: Int) {
     let total = times.reduce(0, +)
     var lines = ["op  share  ms/pass  GFLOP/s  layer"]
     for (index, time) in times.enumerated().sorted(by: { $0.1 > $1.1 }).prefix(25) {
@@ -76,7 +76,7 @@ private func printProfile(_ times: [Double], graph: Graph) {
         case .conv(let layer):
             let g = layer.geometry
             name = "\(layer.name) \(g.kernelHeight)x\(g.kernelWidth)/\(g.strideY) \(g.inputChannels)->\(g.outputChannels) @\(g.outputHeight)x\(g.outputWidth)"
-            flops = 2 * Double(g.multiplyAdds)
+            flops = 2 * Double(g.multiplyAdds * batch)
         case .pool(let g, _, _): name = "pool \(g.kind) \(g.size)/\(g.stride) @\(g.inputHeight)x\(g.inputWidth)x\(g.channels)"
         case .globalAveragePool: name = "global average pool"
         case .dense(let n, _, _): name = "dense \(n)"
