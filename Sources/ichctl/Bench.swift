@@ -6,17 +6,10 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time the forward pass alone on synthetic input; prints one JSON object.")
 
-    @Option(help: "Model bundle directory.")
-    var model: String
-
-    @Option(help: "Images per forward pass.")
-    var batch = 1
+    @OptionGroup var options: ModelOptions
 
     @Option(help: "Timed forward passes after one warm-up pass.")
     var iterations = 10
-
-    @Option(help: "Threads for GEMM and the other kernels (default: all cores).")
-    var threads = ProcessInfo.processInfo.activeProcessorCount
 
     @Flag(help: "Print the slowest operations (per-layer profile) to standard error.")
     var profile = false
@@ -25,11 +18,10 @@ struct Bench: ParsableCommand {
     var noWinograd = false
 
     func run() throws {
-        guard batch >= 1, iterations >= 1, threads >= 1 else {
-            throw ValidationError("--batch, --iterations and --threads must be at least 1")
-        }
+        let (batch, threads) = (options.batch, options.threads)
+        guard iterations >= 1 else { throw ValidationError("--iterations must be at least 1") }
         BLASThreads.set(threads)
-        let model = try ModelBundle.load(directory: self.model, checkGolden: false, threads: threads, batch: batch, winograd: !noWinograd)
+        let model = try ModelBundle.load(directory: options.model, checkGolden: false, threads: threads, batch: batch, winograd: !noWinograd)
         let pass = ForwardPass(model: model, capacity: batch, threads: threads)
         var state: UInt32 = 12345
         let input = (0..<batch * pass.inputCount).map { _ -> Float in

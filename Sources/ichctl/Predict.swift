@@ -12,14 +12,7 @@ struct Predict: ParsableCommand {
             and is used as it is. Exits 1 if any input failed.
             """)
 
-    @Option(help: "Model bundle directory (model.json, weights.safetensors).")
-    var model: String
-
-    @Option(help: "Inputs per forward pass.")
-    var batch = 1
-
-    @Option(help: "Threads for GEMM and the other kernels (default: all cores).")
-    var threads = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var options: ModelOptions
 
     @Flag(help: "Also print the pre-sigmoid logits.")
     var logits = false
@@ -28,9 +21,9 @@ struct Predict: ParsableCommand {
     var inputs: [String]
 
     func run() throws {
-        guard batch >= 1, threads >= 1 else { throw ValidationError("--batch and --threads must be at least 1") }
+        let (batch, threads) = (options.batch, options.threads)
         BLASThreads.set(threads)
-        let model = try ModelBundle.load(directory: self.model, threads: threads, batch: batch)
+        let model = try ModelBundle.load(directory: options.model, threads: threads, batch: batch)
         let preprocessor = try Preprocessor(settings: PreprocessSettings(model.manifest))
         let pass = ForwardPass(model: model, capacity: batch, threads: threads)
         let labels = model.manifest.labels

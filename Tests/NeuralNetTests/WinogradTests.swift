@@ -28,7 +28,7 @@ import Testing
         let v = Winograd.transformKernel(w, inputChannels: g.inputChannels, outputChannels: g.outputChannels)
         var workspace = [Float](repeating: .nan, count: Winograd.workspaceCount(g, batch: batch, threads: 2))
         y.withUnsafeMutableBufferPointer { yp in
-            winogradConv2D(y: yp.baseAddress! + 1, yStride: yStride, x: x, xStride: g.inputChannels, v: v, bias: bias,
+            winogradConv2D(y: yp.baseAddress! + 1, yStride: yStride, x: x, xStride: g.inputChannels, weights: v, bias: bias,
                            residual: residual, residualStride: g.outputChannels, relu: true,
                            geometry: g, batch: batch, workspace: &workspace, threads: 2)
         }

@@ -87,12 +87,12 @@ private func outputTransform(_ m: (Int) -> UnsafePointer<Float>, _ y: (Int) -> U
 }
 
 /// y = relu?(conv3x3(x) + bias + residual?) by Winograd F(4x4, 3x3).
-/// v: [36, cin, cout] from `Winograd.transformKernel` (BatchNorm folded before transforming);
+/// weights: [36, cin, cout] from `Winograd.transformKernel` (BatchNorm folded before transforming);
 /// workspace: `Winograd.workspaceCount(geometry, batch:, threads:)` floats.
 func winogradConv2D(
     y: UnsafeMutablePointer<Float>, yStride: Int,
     x: UnsafePointer<Float>, xStride: Int,
-    v: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    weights v: UnsafePointer<Float>, bias: UnsafePointer<Float>,
     residual: UnsafePointer<Float>?, residualStride: Int, relu: Bool,
     geometry g: ConvGeometry, batch: Int,
     workspace: UnsafeMutablePointer<Float>, threads: Int

@@ -62,27 +62,13 @@ public final class ForwardPass {
             switch op {
             case .conv(let layer):
                 let parameters = model.parameters[index]!
-                if let v = parameters.winograd {
-                    v.withUnsafeBufferPointer { v in
-                        parameters.bias.withUnsafeBufferPointer { b in
-                            winogradConv2D(y: pointer(layer.output), yStride: layer.output.stride,
-                                           x: pointer(layer.input), xStride: layer.input.stride,
-                                           v: v.baseAddress!, bias: b.baseAddress!,
-                                           residual: layer.residual.map { UnsafePointer(pointer($0)) },
-                                           residualStride: layer.residual?.stride ?? 0, relu: layer.relu,
-                                           geometry: layer.geometry, batch: count, workspace: workspace, threads: threads)
-                        }
-                    }
-                    continue
-                }
-                parameters.weights.withUnsafeBufferPointer { w in
+                // Both kernels take the same arguments; Winograd's weights are the transformed ones.
+                let kernel = parameters.winograd == nil ? conv2D : winogradConv2D
+                (parameters.winograd ?? parameters.weights).withUnsafeBufferPointer { w in
                     parameters.bias.withUnsafeBufferPointer { b in
-                        conv2D(y: pointer(layer.output), yStride: layer.output.stride,
-                               x: pointer(layer.input), xStride: layer.input.stride,
-                               weights: w.baseAddress!, bias: b.baseAddress!,
-                               residual: layer.residual.map { UnsafePointer(pointer($0)) },
-                               residualStride: layer.residual?.stride ?? 0, relu: layer.relu,
-                               geometry: layer.geometry, batch: count, workspace: workspace, threads: threads)
+                        kernel(pointer(layer.output), layer.output.stride, pointer(layer.input), layer.input.stride,
+                               w.baseAddress!, b.baseAddress!, layer.residual.map { UnsafePointer(pointer($0)) },
+                               layer.residual?.stride ?? 0, layer.relu, layer.geometry, count, workspace, threads)
                     }
                 }
             case .pool(let geometry, let inputView, let output):
