@@ -20,6 +20,4 @@ public enum BLASThreads {
     public static func set(_ count: Int) {
         openblas_set_num_threads(Int32(count))
     }
-
-    public static var current: Int { Int(openblas_get_num_threads()) }
 }
