@@ -32,11 +32,13 @@ let package = Package(
         .target(name: "DICOM", dependencies: ["CDCMTK"]),
         .target(name: "Imaging", dependencies: ["DICOM"]),
         .target(name: "NeuralNet", dependencies: ["CBLAS", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "Inference", dependencies: ["DICOM", "Imaging", "NeuralNet"]),
+        .target(name: "Storage", dependencies: ["CSQLite"]),
 
         .executableTarget(
             name: "ichctl",
             dependencies: [
-                "DICOM", "Imaging", "NeuralNet",
+                "DICOM", "Imaging", "NeuralNet", "Inference",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -44,6 +46,8 @@ let package = Package(
         .testTarget(name: "DICOMTests", dependencies: ["DICOM"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "DICOM"]),
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Inference", "NeuralNet", "Imaging", "DICOM"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage"]),
     ],
     cxxLanguageStandard: .cxx17
 )

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DICOM
 import Foundation
+import Inference
 import Imaging
 import NeuralNet
 

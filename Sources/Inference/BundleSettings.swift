@@ -3,7 +3,7 @@ import NeuralNet
 
 extension PreprocessSettings {
     /// The preprocessing a bundle's weights were trained with.
-    init(_ manifest: Manifest) throws {
+    public init(_ manifest: Manifest) throws(NeuralNetError) {
         let p = manifest.preprocessing
         guard let order = Order(rawValue: p.order), let resize = ResizeMode(rawValue: p.resize) else {
             throw NeuralNetError.manifest("preprocessing order '\(p.order)' or resize '\(p.resize)' is unknown")

@@ -1,0 +1,71 @@
+/// Read queries behind the study, instance and worklist endpoints.
+public enum ResultStore {
+    static let instanceColumns = """
+        sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, instance_number, position,
+        received_at, state, \(Schema.probabilityColumns), error_type, error_detail, processed_at, model
+        """
+    static let studyColumns = """
+        study_instance_uid, first_received_at, last_received_at, received, done, failed, \(Schema.maximumColumns)
+        """
+
+    public static func study(_ db: Connection, _ uid: String) throws(StorageError) -> StudyRecord? {
+        try db.statement("SELECT \(studyColumns) FROM studies WHERE study_instance_uid = ?").first([.text(uid)], readStudy)
+    }
+
+    /// The study's instances in no particular order (the caller sorts by position).
+    public static func instances(_ db: Connection, study uid: String) throws(StorageError) -> [InstanceRecord] {
+        try db.statement("SELECT \(instanceColumns) FROM instances WHERE study_instance_uid = ?").rows([.text(uid)], readInstance)
+    }
+
+    public static func instance(_ db: Connection, _ sop: String) throws(StorageError) -> InstanceRecord? {
+        try db.statement("SELECT \(instanceColumns) FROM instances WHERE sop_instance_uid = ?").first([.text(sop)], readInstance)
+    }
+
+    /// Where a worklist page starts: after the study with this `any` maximum
+    /// (-1 for none yet) and UID, in worklist order.
+    public struct Cursor: Sendable, Equatable {
+        public var anyMaximum: Double
+        public var studyInstanceUID: String
+
+        public init(anyMaximum: Double, studyInstanceUID: String) {
+            self.anyMaximum = anyMaximum
+            self.studyInstanceUID = studyInstanceUID
+        }
+    }
+
+    /// Studies by their `any` maximum, highest first, studies without results
+    /// last, ties by UID. `minimumAny` keeps only studies at or above it;
+    /// `since` only those that received an instance at or after it.
+    public static func worklist(
+        _ db: Connection, minimumAny: Double?, since: Double?, after cursor: Cursor?, limit: Int
+    ) throws(StorageError) -> [StudyRecord] {
+        try db.statement(
+            """
+            SELECT \(studyColumns) FROM studies
+            WHERE (?1 IS NULL OR max_any >= ?1) AND (?2 IS NULL OR last_received_at >= ?2)
+              AND (?3 IS NULL OR coalesce(max_any, -1) < ?3 OR (coalesce(max_any, -1) = ?3 AND study_instance_uid > ?4))
+            ORDER BY coalesce(max_any, -1) DESC, study_instance_uid
+            LIMIT ?5
+            """
+        ).rows(
+            [.double(minimumAny), .double(since), .double(cursor?.anyMaximum), .string(cursor?.studyInstanceUID),
+             .integer(Int64(limit))], readStudy)
+    }
+
+    static func readStudy(_ row: Statement) -> StudyRecord {
+        StudyRecord(
+            studyInstanceUID: row.text(0), firstReceivedAt: row.double(1), lastReceivedAt: row.double(2),
+            received: row.int(3), done: row.int(4), failed: row.int(5),
+            maxima: row.isNull(6) ? nil : (6..<12).map { Float(row.double(Int32($0))) })
+    }
+
+    static func readInstance(_ row: Statement) -> InstanceRecord {
+        InstanceRecord(
+            sopInstanceUID: row.text(0), studyInstanceUID: row.text(1), seriesInstanceUID: row.text(2),
+            sopClassUID: row.text(3), instanceNumber: row.optionalInt(4), position: row.optionalDouble(5),
+            receivedAt: row.double(6), state: InstanceState(rawValue: row.int(7)) ?? .failed,
+            probabilities: row.isNull(8) ? nil : (8..<14).map { Float(row.double(Int32($0))) },
+            errorType: row.optionalText(14), errorDetail: row.optionalText(15), processedAt: row.optionalDouble(16),
+            model: row.optionalText(17))
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Testing
+
+@testable import Storage
+
+/// A fresh migrated database in a temporary directory.
+func makeDatabase() throws -> (DatabaseQueue, String) {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("storage-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let db = try DatabaseQueue(path: directory + "/test.sqlite", label: "test")
+    try db.sync { try Migrator.migrate($0, Schema.migrations) }
+    return (db, directory)
+}
+
+func instance(_ sop: String, study: String = "1.2.3", number: Int? = nil, z: Double? = nil, at time: Double = 100) -> NewInstance {
+    NewInstance(sopInstanceUID: sop, studyInstanceUID: study, seriesInstanceUID: study + ".1", sopClassUID: "1.2.840.10008.5.1.4.1.1.2",
+                instanceNumber: number, position: z, spoolName: sop + ".dcm", receivedAt: time)
+}
+
+@Suite struct JobQueueTests {
+    @Test func enqueueStoresEachSOPInstanceOnce() throws {
+        let (db, _) = try makeDatabase()
+        let first = try db.write { try JobQueue.enqueue($0, [instance("1.1"), instance("1.2"), instance("1.1")]) }
+        #expect(first == [true, true, false])
+        let again = try db.write { try JobQueue.enqueue($0, [instance("1.2", at: 200)]) }
+        #expect(again == [false])
+        let study = try #require(try db.sync { try ResultStore.study($0, "1.2.3") })
+        #expect(study.received == 2)
+        #expect(study.lastReceivedAt == 100, "a duplicate does not count as a new arrival")
+        #expect(try db.sync { try JobQueue.queued($0) }.map(\.sopInstanceUID) == ["1.1", "1.2"])
+    }
+
+    @Test func completeRecordsResultsAndStudyMaxima() throws {
+        let (db, _) = try makeDatabase()
+        _ = try db.write { try JobQueue.enqueue($0, [instance("1.1", z: 5), instance("1.2", z: 0), instance("1.3")]) }
+        let p1: [Float] = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]
+        let p2: [Float] = [0.2, 0.6, 0.1, 0.1, 0.1, 0.1]
+        let recorded = try db.write {
+            try JobQueue.complete($0, [("1.1", .done(probabilities: p1)), ("1.2", .done(probabilities: p2)),
+                                       ("1.3", .failed(type: "not-dicom", detail: "x"))], model: "m@1", at: 150)
+        }
+        #expect(recorded == 3)
+        let study = try #require(try db.sync { try ResultStore.study($0, "1.2.3") })
+        #expect(study.done == 2 && study.failed == 1 && study.queued == 0)
+        #expect(study.maxima == [0.9, 0.6, 0.2, 0.3, 0.4, 0.5])
+        let record = try #require(try db.sync { try ResultStore.instance($0, "1.1") })
+        #expect(record.state == .done && record.probabilities == p1 && record.model == "m@1" && record.position == 5)
+        let failed = try #require(try db.sync { try ResultStore.instance($0, "1.3") })
+        #expect(failed.state == .failed && failed.errorType == "not-dicom" && failed.probabilities == nil)
+        #expect(try db.sync { try JobQueue.queuedCount($0) } == 0)
+        // A second outcome for a finished job is ignored, so a retried batch cannot double-count.
+        #expect(try db.write { try JobQueue.complete($0, [("1.1", .done(probabilities: p2))], model: "m@1", at: 160) } == 0)
+        #expect(try db.sync { try ResultStore.study($0, "1.2.3") }?.done == 2)
+    }
+
+    @Test func deleteStudyReturnsQueuedSpoolFilesAndForgetsTheStudy() throws {
+        let (db, _) = try makeDatabase()
+        _ = try db.write { try JobQueue.enqueue($0, [instance("1.1"), instance("1.2"), instance("2.1", study: "9.9")]) }
+        try db.write { _ = try JobQueue.complete($0, [("1.1", .done(probabilities: [Float](repeating: 0.1, count: 6)))], model: "m", at: 1) }
+        let files = try db.write { try JobQueue.deleteStudy($0, "1.2.3") }
+        #expect(files == ["1.2.dcm"])
+        #expect(try db.sync { try ResultStore.study($0, "1.2.3") } == nil)
+        #expect(try db.sync { try ResultStore.instances($0, study: "1.2.3") }.isEmpty)
+        #expect(try db.write { try JobQueue.deleteStudy($0, "1.2.3") } == nil)
+        #expect(try db.sync { try JobQueue.queued($0) }.map(\.sopInstanceUID) == ["2.1"])
+        // The batch that was running when the study was deleted finds nothing to update.
+        #expect(try db.write { try JobQueue.complete($0, [("1.2", .failed(type: "t", detail: "d"))], model: "m", at: 2) } == 0)
+    }
+
+    @Test func rolledBackTransactionLeavesNothing() throws {
+        struct Abort: Error {}
+        let (db, _) = try makeDatabase()
+        #expect(throws: Abort.self) {
+            try db.write { connection in
+                _ = try JobQueue.enqueue(connection, [instance("1.1")])
+                throw Abort()
+            }
+        }
+        #expect(try db.sync { try ResultStore.study($0, "1.2.3") } == nil)
+        #expect(try db.sync { try JobQueue.queuedCount($0) } == 0)
+    }
+
+    @Test func committedJobsSurviveReopening() throws {
+        let (db, directory) = try makeDatabase()
+        _ = try db.write { try JobQueue.enqueue($0, [instance("1.1"), instance("1.2")]) }
+        let reopened = try DatabaseQueue(path: directory + "/test.sqlite", label: "reopened")
+        try reopened.sync { try Migrator.migrate($0, Schema.migrations) }
+        #expect(try reopened.sync { try JobQueue.queued($0) }.map(\.spoolName) == ["1.1.dcm", "1.2.dcm"])
+    }
+}
