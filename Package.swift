@@ -13,12 +13,17 @@ let package = Package(
         .executable(name: "ichctl", targets: ["ichctl"]),
         // Exported for the fuzzing package in Fuzz/, which builds with sanitizers.
         .library(name: "DICOM", targets: ["DICOM"]),
+        .library(name: "HTTP", targets: ["HTTP"]),
     ],
     dependencies: [
         // Subcommands, typed options and help text for ichctl without a hand-written parser.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // SHA-256 of model weights at load time, instead of a hand-written digest.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // One Logger value passed into the server, bootstrapped once by the executable. Messages
+        // are constants and variable data goes in metadata; no PHI: never request bodies or paths
+        // carrying UIDs, only route-level facts.
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .target(
@@ -32,6 +37,7 @@ let package = Package(
         .target(name: "DICOM", dependencies: ["CDCMTK"]),
         .target(name: "Imaging", dependencies: ["DICOM"]),
         .target(name: "NeuralNet", dependencies: ["CBLAS", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "HTTP", dependencies: [.product(name: "Logging", package: "swift-log")]),
 
         .executableTarget(
             name: "ichctl",
@@ -44,6 +50,7 @@ let package = Package(
         .testTarget(name: "DICOMTests", dependencies: ["DICOM"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "DICOM"]),
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
+        .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
     ],
     cxxLanguageStandard: .cxx17
 )
