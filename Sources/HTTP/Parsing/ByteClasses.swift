@@ -56,3 +56,11 @@ func parseFieldLine(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) t
     let value = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd]), as: UTF8.self)
     return (name, value)
 }
+
+extension Array where Element == UInt8 {
+    /// `withUnsafeBytes` keeping a typed error (the standard one rethrows `any Error`).
+    func withBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        let result: Result<R, E> = withUnsafeBytes { buffer in Result { () throws(E) -> R in try body(buffer) } }
+        return try result.get()
+    }
+}
