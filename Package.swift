@@ -11,14 +11,22 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "ichctl", targets: ["ichctl"]),
+        .executable(name: "ich-server", targets: ["ich-server"]),
         // Exported for the fuzzing package in Fuzz/, which builds with sanitizers.
         .library(name: "DICOM", targets: ["DICOM"]),
+        .library(name: "HTTP", targets: ["HTTP"]),
     ],
     dependencies: [
         // Subcommands, typed options and help text for ichctl without a hand-written parser.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // SHA-256 of model weights at load time, instead of a hand-written digest.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // One Logger value passed into the server, bootstrapped once by the executable. Messages
+        // are constants and variable data goes in metadata; no PHI: never request bodies or paths
+        // carrying UIDs, only route-level facts.
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // Prometheus text exposition (counters, gauges, histograms with labels) for /metrics.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(
@@ -34,7 +42,25 @@ let package = Package(
         .target(name: "NeuralNet", dependencies: ["CBLAS", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Inference", dependencies: ["DICOM", "Imaging", "NeuralNet"]),
         .target(name: "Storage", dependencies: ["CSQLite"]),
+        .target(name: "HTTP", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "Service",
+            dependencies: [
+                "DICOM", "Imaging", "NeuralNet", "Inference", "Storage", "HTTP",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
 
+        .executableTarget(
+            name: "ich-server",
+            dependencies: [
+                "Service", "HTTP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "ichctl",
             dependencies: [
@@ -48,6 +74,8 @@ let package = Package(
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "NeuralNet", "Imaging", "DICOM"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
+        .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "HTTP", "Storage"]),
     ],
     cxxLanguageStandard: .cxx17
 )

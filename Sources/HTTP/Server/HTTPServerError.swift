@@ -1,0 +1,44 @@
+/// A request the server answered itself, before or instead of the handler.
+/// The service's `errorResponse` turns these into problem+json; `type` and
+/// `detail` never contain request bytes.
+public enum HTTPServerError: Error, Sendable, Equatable {
+    /// The head or body framing broke HTTP/1.1's rules (status from the parse error: 400, 413, 431, 501, 505).
+    case malformedRequest(HTTPParseError)
+    case headerReadTimeout
+    case bodyTooSlow
+    case expectationFailed
+    case tooManyConnections
+    /// The body could not be written to the body directory (disk full, permissions).
+    case bodyStorageFailed
+
+    public var status: Int {
+        switch self {
+        case .malformedRequest(let error): error.status
+        case .headerReadTimeout, .bodyTooSlow: 408
+        case .expectationFailed: 417
+        case .tooManyConnections: 503
+        case .bodyStorageFailed: 500
+        }
+    }
+
+    public var type: String {
+        switch self {
+        case .malformedRequest(let error): error.type
+        case .headerReadTimeout, .bodyTooSlow: "request-timeout"
+        case .expectationFailed: "expectation-failed"
+        case .tooManyConnections: "too-many-connections"
+        case .bodyStorageFailed: "body-storage-failed"
+        }
+    }
+
+    public var detail: String {
+        switch self {
+        case .malformedRequest(let error): error.detail
+        case .headerReadTimeout: "The request head did not arrive in time."
+        case .bodyTooSlow: "The request body arrived slower than the server's minimum rate."
+        case .expectationFailed: "The only expectation supported is '100-continue'."
+        case .tooManyConnections: "The server has too many open connections; retry later."
+        case .bodyStorageFailed: "The server could not store the request body."
+        }
+    }
+}
