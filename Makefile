@@ -8,7 +8,7 @@ APT_PACKAGES := libdcmtk-dev libopenblas-dev libsqlite3-dev libcurl4-openssl-dev
 FUZZ_SECONDS ?= 30
 FUZZ_TEST_SECONDS ?= 20
 
-.PHONY: all deps venv build release test test-swift test-python test-fuzz fuzz-build run bench fuzz clean
+.PHONY: all deps venv build release test test-swift test-python test-fuzz fuzz-build run placeholder-model bench fuzz clean
 
 all: build
 
@@ -48,10 +48,36 @@ test-swift:
 test-python:
 	ICHCTL=$(CURDIR)/.build/release/ichctl $(VENV)/bin/pytest -q Tests/python
 
-# No server yet: the service target arrives with issue 4. Until then this
-# builds the command line and shows what it can do.
-run: build
-	.build/debug/ichctl --help
+# The default model is Models/default (a trained bundle, see Models/README.md).
+# Until one is there, `make run` builds a placeholder bundle with seeded random
+# weights; it says so in model.json and in every API response.
+DATA_DIR ?= data
+PLACEHOLDER_MODEL := .build-models/placeholder-inception_v3
+MODEL ?= $(if $(wildcard Models/default/model.json),Models/default,$(PLACEHOLDER_MODEL))
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+$(PLACEHOLDER_MODEL)/model.json: | $(VENV)/.installed
+	mkdir -p .build-models
+	$(PYTHON) Tools/keras_reference.py --arch inception_v3 --size 256 --seed 0 --out .build-models/placeholder.weights.h5
+	$(PYTHON) Tools/convert_keras.py --arch inception_v3 --weights .build-models/placeholder.weights.h5 \
+		--out $(PLACEHOLDER_MODEL) --name placeholder-inception_v3 --version 0 --golden 2 --synthetic-data \
+		--trained-on "nothing: seeded random weights, a placeholder until Models/default holds a trained bundle"
+
+placeholder-model: $(PLACEHOLDER_MODEL)/model.json
+
+# Builds the server (release), makes an admin token on first run (printed, and
+# kept in $(DATA_DIR)/admin.token for the demo) and serves until Ctrl-C.
+run: deps venv
+	swift build -c release --product ich-server
+	@if [ "$(MODEL)" = "$(PLACEHOLDER_MODEL)" ]; then $(MAKE) --no-print-directory placeholder-model; fi
+	@mkdir -p $(DATA_DIR)
+	@if [ ! -s $(DATA_DIR)/admin.token ]; then \
+		umask 077; .build/release/ich-server token create --scope admin --name make-run --data-dir $(DATA_DIR) > $(DATA_DIR)/admin.token; \
+	fi
+	@echo "admin token (also in $(DATA_DIR)/admin.token): $$(cat $(DATA_DIR)/admin.token)"
+	@echo "try: curl -H \"Authorization: Bearer \$$(cat $(DATA_DIR)/admin.token)\" http://$(HOST):$(PORT)/v1/studies"
+	.build/release/ich-server serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) --model $(MODEL)
 
 bench: release venv
 	$(PYTHON) Benchmarks/preprocess.py --ichctl .build/release/ichctl

@@ -67,6 +67,12 @@ public struct Job: Sendable, Equatable {
     public var sopInstanceUID: String
     public var spoolName: String
     public var receivedAt: Double
+
+    public init(sopInstanceUID: String, spoolName: String, receivedAt: Double) {
+        self.sopInstanceUID = sopInstanceUID
+        self.spoolName = spoolName
+        self.receivedAt = receivedAt
+    }
 }
 
 /// The outcome of one job, committed with the others of its batch.

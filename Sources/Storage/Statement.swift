@@ -64,9 +64,12 @@ public final class Statement {
         return result
     }
 
-    /// The first row, if any.
+    /// The first row, if any. The statement is reset before returning: a
+    /// statement left on a row keeps its read transaction, and with it an old
+    /// snapshot of the database, open.
     public func first<T>(_ values: [DatabaseValue] = [], _ row: (Statement) -> T) throws(StorageError) -> T? {
         try bind(values)
+        defer { sqlite3_reset(raw) }
         return try step() ? row(self) : nil
     }
 

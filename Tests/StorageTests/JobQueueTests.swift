@@ -88,3 +88,16 @@ func instance(_ sop: String, study: String = "1.2.3", number: Int? = nil, z: Dou
         #expect(try reopened.sync { try JobQueue.queued($0) }.map(\.spoolName) == ["1.1.dcm", "1.2.dcm"])
     }
 }
+
+@Suite struct ReaderSnapshotTests {
+    /// A reader that looked something up must still see later commits (a
+    /// statement left on its row would pin the reader to an old snapshot).
+    @Test func readerSeesCommitsAfterAnEarlierLookup() throws {
+        let (writer, directory) = try makeDatabase()
+        let reader = try DatabaseQueue(path: directory + "/test.sqlite", readOnly: true, label: "reader")
+        _ = try writer.write { try JobQueue.enqueue($0, [instance("1.1")]) }
+        #expect(try reader.sync { try ResultStore.instance($0, "1.1") } != nil)
+        _ = try writer.write { try JobQueue.enqueue($0, [instance("1.2")]) }
+        #expect(try reader.sync { try ResultStore.study($0, "1.2.3") }?.received == 2)
+    }
+}

@@ -1,0 +1,67 @@
+import Crypto
+import Foundation
+import HTTP
+import Storage
+
+/// The caller behind a request, once its bearer token is checked.
+public struct Principal: Sendable, Equatable {
+    public var tokenID: Int
+    public var scope: Scope
+}
+
+/// Bearer tokens: `ich_` and 43 base64url characters (256 random bits). Only
+/// their SHA-256 is stored; a presented token is hashed, looked up by hash and
+/// the stored hash compared in constant time.
+public enum Auth {
+    public static func makeToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let encoded = Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+        return "ich_" + encoded
+    }
+
+    public static func hash(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
+
+    /// Creates a token with `scope` and returns it; only its hash is kept.
+    public static func createToken(_ db: DatabaseQueue, scope: Scope, name: String) throws -> String {
+        let token = makeToken()
+        _ = try db.write { try TokenStore.insert($0, hash: hash(token), scope: scope.rawValue, name: name, at: Date().timeIntervalSince1970) }
+        return token
+    }
+
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for i in a.indices { difference |= a[i] ^ b[i] }
+        return difference == 0
+    }
+
+    static let challenge = [("WWW-Authenticate", "Bearer realm=\"ich-triage\"")]
+
+    /// The principal for the request's token, or the 401/403 problem.
+    static func authorize(_ headers: HTTPHeaders, needs scope: Scope, tokens db: DatabaseQueue) throws(Problem) -> Principal {
+        guard let header = headers["Authorization"] else {
+            throw Problem(401, "unauthorized", "This endpoint needs an 'Authorization: Bearer <token>' header.", headers: challenge)
+        }
+        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+            throw Problem(401, "unauthorized", "The Authorization header must use the Bearer scheme.", headers: challenge)
+        }
+        let presented = hash(String(parts[1]).trimmingCharacters(in: .whitespaces))
+        let record: TokenRecord?
+        do {
+            record = try db.sync { try TokenStore.find($0, hash: presented) }
+        } catch {
+            throw Problem(503, "database-unavailable", "Tokens cannot be checked right now; retry shortly.", headers: [("Retry-After", "5")])
+        }
+        guard let record, constantTimeEqual(record.hash, presented), let granted = Scope(rawValue: record.scope) else {
+            throw Problem(401, "unauthorized", "The bearer token is not valid.", headers: challenge)
+        }
+        guard granted.allows(scope) else {
+            throw Problem(403, "forbidden", "This token's scope '\(granted.rawValue)' does not allow this; it needs '\(scope.rawValue)'.")
+        }
+        return Principal(tokenID: record.id, scope: granted)
+    }
+}

@@ -1,0 +1,73 @@
+import Prometheus
+
+/// The service's Prometheus metrics. Requests are labelled by route template,
+/// never by raw path (which would carry study UIDs and grow without bound).
+public final class ServiceMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+
+    private static let latencyBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2_500), .seconds(5), .seconds(10), .seconds(30),
+    ]
+
+    let queueDepth: Gauge
+    let batchSize: ValueHistogram
+    let inferenceDuration: DurationHistogram
+    let ready: Gauge
+
+    public init() {
+        queueDepth = registry.makeGauge(descriptor: Self.name("queue", "depth", "Slices acknowledged and waiting for inference."))
+        batchSize = registry.makeValueHistogram(
+            descriptor: Self.name("batch", "size", "Slices per forward pass."), buckets: [1, 2, 3, 4, 6, 8, 12, 16, 32])
+        inferenceDuration = registry.makeDurationHistogram(
+            descriptor: Self.name("inference_duration", "seconds", "Decode, preprocessing and forward pass of one batch."),
+            buckets: Self.latencyBuckets)
+        ready = registry.makeGauge(descriptor: Self.name("ready", "", "1 when /readyz answers ready."))
+    }
+
+    static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "ich", metricName: metric, unitName: unit, helpText: help)
+    }
+
+    func request(route: String, method: String, status: Int, duration: Duration) {
+        registry.makeCounter(
+            descriptor: Self.name("http_requests", "total", "HTTP requests by route template, method and status."),
+            labels: [("route", route), ("method", method), ("status", String(status))]
+        ).increment()
+        registry.makeDurationHistogram(
+            descriptor: Self.name("http_request_duration", "seconds", "Time from a complete request head to its response."),
+            labels: [("route", route), ("method", method)], buckets: Self.latencyBuckets
+        ).record(duration)
+    }
+
+    /// `result`: stored, duplicate or failed.
+    func ingested(_ result: String, count: Int = 1) {
+        guard count > 0 else { return }
+        registry.makeCounter(
+            descriptor: Self.name("ingest_instances", "total", "Uploaded instances by outcome."), labels: [("result", result)]
+        ).increment(by: Int64(count))
+    }
+
+    /// `result`: done or failed.
+    func processed(_ result: String, count: Int) {
+        guard count > 0 else { return }
+        registry.makeCounter(
+            descriptor: Self.name("instances_processed", "total", "Instances that left the queue, by outcome."),
+            labels: [("result", result)]
+        ).increment(by: Int64(count))
+    }
+
+    func error(_ type: String) {
+        registry.makeCounter(descriptor: Self.name("errors", "total", "Errors by problem type."), labels: [("type", type)])
+            .increment()
+    }
+
+    func modelInfo(name: String, version: String, architecture: String, clinicalUse: Bool) {
+        registry.makeGauge(
+            descriptor: Self.name("model", "info", "The loaded model; the value is always 1."),
+            labels: [("name", name), ("version", version), ("architecture", architecture), ("clinical_use", String(clinicalUse))]
+        ).set(1.0)
+    }
+
+    public func exposition() -> [UInt8] { registry.emitToBuffer() }
+}

@@ -1,0 +1,150 @@
+import DICOM
+import Foundation
+import Inference
+import Logging
+import NeuralNet
+import Storage
+
+/// An instance that passed decoding at ingest, with the bytes to spool.
+struct IngestItem {
+    var slice: CTSlice
+    var bytes: UnsafeRawBufferPointer
+}
+
+/// Upload → spool + job row → batcher → forward pass → results, and the
+/// resumption of queued jobs after a restart.
+final class Pipeline: @unchecked Sendable {
+    // @unchecked: `classifier` is written once under `lock` before the batcher
+    // starts; everything else is immutable or thread-safe.
+    let writer: DatabaseQueue
+    let spool: Spool
+    let metrics: ServiceMetrics
+    let logger: Logger
+    let modelID: String
+    let batchPolicy: BatchPolicy
+    private(set) var batcher: Batcher<Job>!
+    private let lock = NSLock()
+    private var classifier: Classifier?
+
+    init(writer: DatabaseQueue, spool: Spool, metrics: ServiceMetrics, logger: Logger, modelID: String, policy: BatchPolicy) {
+        self.writer = writer
+        self.spool = spool
+        self.metrics = metrics
+        self.logger = logger
+        self.modelID = modelID
+        self.batchPolicy = policy
+        batcher = Batcher(policy: policy) { [unowned self] jobs in process(jobs) }
+    }
+
+    var depth: Int { batcher.depth }
+
+    /// Starts inference with a loaded classifier and queues every job the database still holds.
+    func start(classifier: Classifier) throws {
+        lock.withLock { self.classifier = classifier }
+        let queued = try writer.sync { try JobQueue.queued($0) }
+        let orphans = spool.removeOrphans(keeping: Set(queued.map(\.spoolName)))
+        if !queued.isEmpty || orphans > 0 {
+            logger.info("resuming queued jobs", metadata: ["jobs": "\(queued.count)", "orphan_spool_files": "\(orphans)"])
+        }
+        batcher.submit(queued)
+        metrics.queueDepth.set(Double(batcher.depth))
+        batcher.start()
+    }
+
+    func stop() { batcher.stop() }
+
+    /// Spools each item (fsynced), commits their job rows in one transaction,
+    /// then queues the new ones. Returns per item whether it was new (false:
+    /// a duplicate SOP Instance UID). Only after this returns is anything acknowledged.
+    func ingest(_ items: [IngestItem]) throws -> [Bool] {
+        guard !items.isEmpty else { return [] }
+        let now = Date().timeIntervalSince1970
+        var records: [NewInstance] = []
+        var written: [String] = []
+        do {
+            for item in items {
+                let name = Spool.newName()
+                try spool.write(item.bytes, name: name)
+                written.append(name)
+                records.append(NewInstance(
+                    sopInstanceUID: item.slice.sopInstanceUID, studyInstanceUID: item.slice.studyInstanceUID,
+                    seriesInstanceUID: item.slice.seriesInstanceUID, sopClassUID: item.slice.sopClassUID ?? "",
+                    instanceNumber: item.slice.instanceNumber, position: slicePosition(item.slice),
+                    spoolName: name, receivedAt: now))
+            }
+            try spool.syncDirectory()
+            let inserted = try writer.write { try JobQueue.enqueue($0, records) }
+            var jobs: [Job] = []
+            for (record, isNew) in zip(records, inserted) {
+                if isNew {
+                    jobs.append(Job(sopInstanceUID: record.sopInstanceUID, spoolName: record.spoolName, receivedAt: now))
+                } else {
+                    spool.remove(record.spoolName)
+                }
+            }
+            batcher.submit(jobs)
+            metrics.queueDepth.set(Double(batcher.depth))
+            return inserted
+        } catch {
+            for name in written { spool.remove(name) }
+            throw error
+        }
+    }
+
+    /// One batch on the batcher's thread: decode the spooled files, one forward
+    /// pass, results and job completion in one transaction, then drop the files.
+    private func process(_ jobs: [Job]) {
+        guard let classifier = lock.withLock({ classifier }) else { return }
+        let start = ContinuousClock.now
+        var outcomes: [(sopInstanceUID: String, outcome: JobOutcome)] = []
+        var slices: [CTSlice] = []
+        var sliceJobs: [String] = []
+        for job in jobs {
+            do {
+                let bytes = try spool.read(job.spoolName)
+                slices.append(try DICOMDecoder.decode(bytes))
+                sliceJobs.append(job.sopInstanceUID)
+            } catch let error as DICOMError {
+                outcomes.append((job.sopInstanceUID, .failed(type: error.type, detail: error.detail)))
+            } catch {
+                // The file is gone: the study was deleted while its job waited.
+                outcomes.append((job.sopInstanceUID, .failed(type: "spool-missing", detail: "The uploaded file is no longer in the spool.")))
+            }
+        }
+        do {
+            let probabilities = try classifier.classify(slices)
+            outcomes += zip(sliceJobs, probabilities).map { ($0, .done(probabilities: $1)) }
+        } catch {
+            let type = (error as? NeuralNetError)?.type ?? "inference-error"
+            logger.error("forward pass failed", metadata: ["type": "\(type)", "slices": "\(slices.count)"])
+            outcomes += sliceJobs.map { ($0, .failed(type: "inference-error", detail: "The forward pass failed (\(type)).")) }
+        }
+        metrics.batchSize.record(Double(slices.count))
+        metrics.inferenceDuration.record(ContinuousClock.now - start)
+        guard store(outcomes) else { return }
+        for job in jobs { spool.remove(job.spoolName) }
+        let failed = outcomes.filter { if case .failed = $0.outcome { true } else { false } }.count
+        metrics.processed("done", count: outcomes.count - failed)
+        metrics.processed("failed", count: failed)
+        metrics.queueDepth.set(Double(batcher.depth))
+    }
+
+    /// Commits a batch's outcomes, retrying for about two minutes (a full disk
+    /// or a locked database usually clears). On giving up the jobs stay queued
+    /// with their spool files and run again on the next start.
+    private func store(_ outcomes: [(sopInstanceUID: String, outcome: JobOutcome)]) -> Bool {
+        for attempt in 1...40 {
+            do {
+                let time = Date().timeIntervalSince1970
+                _ = try writer.write { try JobQueue.complete($0, outcomes, model: modelID, at: time) }
+                return true
+            } catch {
+                metrics.error("database")
+                logger.error("storing results failed; retrying", metadata: ["attempt": "\(attempt)"])
+                Thread.sleep(forTimeInterval: min(5, 0.1 * Double(attempt)))
+            }
+        }
+        logger.critical("results not stored; the jobs stay queued until the next start", metadata: ["jobs": "\(outcomes.count)"])
+        return false
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import Inference
+import NeuralNet
+import Storage
+
+/// The JSON shapes of openapi.yaml, built from store records.
+enum Representation {
+    static func time(_ seconds: Double) -> JSONValue {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return .string(formatter.string(from: Date(timeIntervalSince1970: seconds)))
+    }
+
+    /// Parses RFC 3339 with or without fractional seconds.
+    static func parseTime(_ text: String) -> Double? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = formatter.date(from: text) { return date.timeIntervalSince1970 }
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.date(from: text)?.timeIntervalSince1970
+    }
+
+    static func model(_ manifest: Manifest) -> JSONValue {
+        let provenance = manifest.provenance
+        let notice: String =
+            if provenance.clinicalUse { "" }
+            else if provenance.syntheticData { "Trained on synthetic data; not for clinical use." }
+            else { "Not for clinical use." }
+        return .object([
+            ("name", .string(manifest.name)), ("version", .string(manifest.version)),
+            ("architecture", .string(manifest.architecture.rawValue)), ("clinicalUse", .bool(provenance.clinicalUse)),
+            ("trainedOn", .string(provenance.trainedOn)), ("notice", .string(notice)),
+        ])
+    }
+
+    static func probabilities(_ p: [Float]?) -> JSONValue {
+        guard let p else { return .null }
+        return .object(zip(Manifest.labels, p).map { ($0, .float($1)) })
+    }
+
+    static func state(_ state: InstanceState) -> String {
+        switch state {
+        case .queued: "queued"
+        case .done: "done"
+        case .failed: "failed"
+        }
+    }
+
+    static func error(_ record: InstanceRecord) -> JSONValue {
+        guard record.state == .failed else { return .null }
+        return .object([("type", .string(record.errorType ?? "unknown")), ("detail", .string(record.errorDetail ?? ""))])
+    }
+
+    static func counts(_ study: StudyRecord) -> JSONValue {
+        .object([
+            ("received", .int(study.received)), ("processed", .int(study.processed)),
+            ("failed", .int(study.failed)), ("queued", .int(study.queued)),
+        ])
+    }
+
+    static func instance(_ record: InstanceRecord, model: JSONValue) -> JSONValue {
+        .object([
+            ("sopInstanceUID", .string(record.sopInstanceUID)), ("studyInstanceUID", .string(record.studyInstanceUID)),
+            ("seriesInstanceUID", .string(record.seriesInstanceUID)), ("instanceNumber", .int(record.instanceNumber)),
+            ("position", .double(record.position)), ("receivedAt", time(record.receivedAt)),
+            ("status", .string(state(record.state))), ("probabilities", probabilities(record.probabilities)),
+            ("error", error(record)), ("model", model),
+        ])
+    }
+
+    static func study(
+        _ study: StudyRecord, instances: [InstanceRecord], manifest: Manifest, model: JSONValue, now: Double, stableAge: Double
+    ) -> JSONValue {
+        let byUID = Dictionary(instances.map { ($0.sopInstanceUID, $0) }, uniquingKeysWith: { a, _ in a })
+        let slices = StudyAggregate.ordered(instances.map {
+            SliceResult(sopInstanceUID: $0.sopInstanceUID, instanceNumber: $0.instanceNumber, position: $0.position,
+                        probabilities: $0.probabilities)
+        })
+        let labels = StudyAggregate.summarize(slices, labels: manifest.labels, thresholds: manifest.thresholds)
+        let status = StudyStatus.of(received: study.received, processed: study.processed, lastReceivedAt: study.lastReceivedAt,
+                                    now: now, stableAge: stableAge)
+        return .object([
+            ("studyInstanceUID", .string(study.studyInstanceUID)),
+            ("status", .string(status.rawValue)),
+            ("counts", counts(study)),
+            ("firstReceivedAt", time(study.firstReceivedAt)), ("lastReceivedAt", time(study.lastReceivedAt)),
+            ("stableAfterSeconds", .double(stableAge)),
+            ("labels", .array(labels.map { label in
+                .object([
+                    ("label", .string(label.label)), ("probability", .float(label.probability)),
+                    ("threshold", .double(label.threshold)), ("positive", .bool(label.positive)),
+                    ("slicesAboveThreshold", .int(label.slicesAboveThreshold)),
+                    ("maxSlice", label.maxSlice.map { slices[$0] }.map {
+                        .object([("sopInstanceUID", .string($0.sopInstanceUID)), ("instanceNumber", .int($0.instanceNumber))])
+                    } ?? .null),
+                ])
+            })),
+            ("slices", .array(slices.map { slice in
+                let record = byUID[slice.sopInstanceUID]!
+                return .object([
+                    ("sopInstanceUID", .string(record.sopInstanceUID)), ("seriesInstanceUID", .string(record.seriesInstanceUID)),
+                    ("instanceNumber", .int(record.instanceNumber)), ("position", .double(record.position)),
+                    ("status", .string(state(record.state))), ("probabilities", probabilities(record.probabilities)),
+                    ("error", error(record)),
+                ])
+            })),
+            ("model", model),
+        ])
+    }
+
+    static func summary(_ study: StudyRecord, manifest: Manifest, now: Double, stableAge: Double) -> JSONValue {
+        let status = StudyStatus.of(received: study.received, processed: study.processed, lastReceivedAt: study.lastReceivedAt,
+                                    now: now, stableAge: stableAge)
+        let positive = study.maxima.map { Double($0[0]) >= manifest.thresholds[0] }
+        let positiveLabels = study.maxima.map { maxima in
+            manifest.labels.indices.filter { Double(maxima[$0]) >= manifest.thresholds[$0] }.map { manifest.labels[$0] }
+        } ?? []
+        return .object([
+            ("studyInstanceUID", .string(study.studyInstanceUID)), ("status", .string(status.rawValue)),
+            ("anyProbability", .float(study.maxima?[0])), ("positive", .bool(positive)),
+            ("positiveLabels", .array(positiveLabels.map { .string($0) })), ("counts", counts(study)),
+            ("firstReceivedAt", time(study.firstReceivedAt)), ("lastReceivedAt", time(study.lastReceivedAt)),
+        ])
+    }
+}

@@ -1,0 +1,38 @@
+import HTTP
+import Storage
+
+/// Liveness, readiness and metrics for operators and orchestrators.
+enum OperationRoutes {
+    static func health(_ request: HTTPRequest, _ context: ServiceContext) async -> HTTPResponse {
+        HTTPResponse(status: 200, headers: StudyRoutes.json, body: JSONValue.object([("status", .string("alive"))]).serialized())
+    }
+
+    /// Ready when the model has run a warm-up pass, the database takes a write
+    /// lock, and the queue is below its high-water mark.
+    static func ready(_ request: HTTPRequest, _ context: ServiceContext) async -> HTTPResponse {
+        let model = context.modelReady
+        var database = true
+        do {
+            try context.writer.sync { db in
+                try db.execute("BEGIN IMMEDIATE")
+                try db.execute("ROLLBACK")
+            }
+        } catch {
+            database = false
+        }
+        let queue = context.pipeline.depth < context.configuration.queueHighWater
+        let ready = model && database && queue
+        context.metrics.ready.set(ready ? 1.0 : 0.0)
+        let body = JSONValue.object([
+            ("status", .string(ready ? "ready" : "not-ready")),
+            ("checks", .object([("model", .bool(model)), ("database", .bool(database)), ("queue", .bool(queue))])),
+        ])
+        return HTTPResponse(status: ready ? 200 : 503, headers: StudyRoutes.json, body: body.serialized())
+    }
+
+    static func metrics(_ request: HTTPRequest, _ context: ServiceContext, _ principal: Principal) async -> HTTPResponse {
+        context.metrics.queueDepth.set(Double(context.pipeline.depth))
+        return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
+                            body: context.metrics.exposition())
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import HTTP
+import Storage
+
+/// Study results, the worklist and deletion.
+enum StudyRoutes {
+    static let json = HTTPHeaders([("Content-Type", "application/json")])
+
+    // MARK: GET /v1/studies/{study}?wait=SECONDS
+
+    static func study(_ request: HTTPRequest, _ context: ServiceContext, _ principal: Principal) async throws(Problem) -> HTTPResponse {
+        let uid = request.pathParameters["study"] ?? ""
+        var wait = 0.0
+        if let text = request.query("wait") {
+            guard let value = Double(text), value.isFinite, value >= 0, value <= context.configuration.maxWait else {
+                throw .invalidParameter("wait", "a number of seconds from 0 to \(Int(context.configuration.maxWait))")
+            }
+            wait = value
+        }
+        try context.audit(principal, "read-study", study: uid)
+        let deadline = ContinuousClock.now + .milliseconds(Int(wait * 1000))
+        while true {
+            let now = Date().timeIntervalSince1970
+            let (study, instances) = try context.read { db in
+                (try ResultStore.study(db, uid), try ResultStore.instances(db, study: uid))
+            }
+            guard let study else { throw .notFound("study") }
+            let body = Representation.study(study, instances: instances, manifest: context.manifest, model: context.model,
+                                             now: now, stableAge: context.configuration.stableAge)
+            let complete = study.processed == study.received && now - study.lastReceivedAt >= context.configuration.stableAge
+            // Long-poll by re-reading: an indexed query every 200 ms per waiting client costs far less than a notifier.
+            if complete || ContinuousClock.now >= deadline || Task.isCancelled {
+                return HTTPResponse(status: 200, headers: json, body: body.serialized())
+            }
+            try? await Task.sleep(for: min(.milliseconds(200), deadline - ContinuousClock.now))
+        }
+    }
+
+    // MARK: GET /v1/studies (worklist)
+
+    static let maximumPage = 200
+
+    static func worklist(_ request: HTTPRequest, _ context: ServiceContext, _ principal: Principal) async throws(Problem) -> HTTPResponse {
+        var minimumAny: Double?
+        if let text = request.query("positive") {
+            switch text {
+            case "true": minimumAny = context.manifest.thresholds[0]
+            case "false": minimumAny = nil
+            default: throw .invalidParameter("positive", "true or false")
+            }
+        }
+        var since: Double?
+        if let text = request.query("since") {
+            guard let value = Representation.parseTime(text) else { throw .invalidParameter("since", "an RFC 3339 date-time") }
+            since = value
+        }
+        var limit = 50
+        if let text = request.query("limit") {
+            guard let value = Int(text), (1...maximumPage).contains(value) else {
+                throw .invalidParameter("limit", "an integer from 1 to \(maximumPage)")
+            }
+            limit = value
+        }
+        var cursor: ResultStore.Cursor?
+        if let text = request.query("cursor") {
+            guard let value = decodeCursor(text) else { throw .invalidParameter("cursor", "a nextCursor value from an earlier page") }
+            cursor = value
+        }
+        try context.audit(principal, "read-worklist", study: nil)
+        let studies = try context.read { try ResultStore.worklist($0, minimumAny: minimumAny, since: since, after: cursor, limit: limit + 1) }
+        let page = studies.prefix(limit)
+        let next: JSONValue = studies.count > limit ? page.last.map {
+            .string(encodeCursor(ResultStore.Cursor(anyMaximum: $0.maxima.map { Double($0[0]) } ?? -1, studyInstanceUID: $0.studyInstanceUID)))
+        } ?? .null : .null
+        let now = Date().timeIntervalSince1970
+        let body = JSONValue.object([
+            ("studies", .array(page.map {
+                Representation.summary($0, manifest: context.manifest, now: now, stableAge: context.configuration.stableAge)
+            })),
+            ("nextCursor", next),
+            ("model", context.model),
+        ])
+        return HTTPResponse(status: 200, headers: json, body: body.serialized())
+    }
+
+    /// An opaque page token: base64url of "<any maximum as stored>|<study UID>".
+    static func encodeCursor(_ cursor: ResultStore.Cursor) -> String {
+        let text = "\(cursor.anyMaximum)|\(cursor.studyInstanceUID)"
+        return Data(text.utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decodeCursor(_ text: String) -> ResultStore.Cursor? {
+        guard text.count <= 256 else { return nil }
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard let data = Data(base64Encoded: base64), let decoded = String(data: data, encoding: .utf8) else { return nil }
+        let parts = decoded.split(separator: "|", maxSplits: 1)
+        guard parts.count == 2, let value = Double(parts[0]), value.isFinite else { return nil }
+        return ResultStore.Cursor(anyMaximum: value, studyInstanceUID: String(parts[1]))
+    }
+
+    // MARK: DELETE /v1/studies/{study}
+
+    static func delete(_ request: HTTPRequest, _ context: ServiceContext, _ principal: Principal) async throws(Problem) -> HTTPResponse {
+        let uid = request.pathParameters["study"] ?? ""
+        let spoolFiles: [String]?
+        do {
+            spoolFiles = try context.writer.write { db in
+                let files = try JobQueue.deleteStudy(db, uid)
+                if files != nil {
+                    try AuditLog.record(db, tokenID: principal.tokenID, action: "delete-study", study: uid, at: Date().timeIntervalSince1970)
+                }
+                return files
+            }
+        } catch {
+            throw Problem(503, "database-unavailable", "The study cannot be deleted right now; retry shortly.", headers: [("Retry-After", "5")])
+        }
+        guard let spoolFiles else { throw .notFound("study") }
+        for name in spoolFiles { context.pipeline.spool.remove(name) }
+        return HTTPResponse(status: 204)
+    }
+}

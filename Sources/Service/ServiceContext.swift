@@ -1,0 +1,58 @@
+import Foundation
+import Logging
+import NeuralNet
+import Storage
+import Synchronization
+
+/// What every handler needs: settings, the two database connections, the
+/// pipeline, metrics and the model's public description.
+final class ServiceContext: Sendable {
+    let configuration: ServiceConfiguration
+    let reader: DatabaseQueue
+    let writer: DatabaseQueue
+    let pipeline: Pipeline
+    let metrics: ServiceMetrics
+    let logger: Logger
+    let manifest: Manifest
+    let model: JSONValue
+    private let warmedUp = Mutex(false)
+
+    init(configuration: ServiceConfiguration, reader: DatabaseQueue, writer: DatabaseQueue, pipeline: Pipeline,
+         metrics: ServiceMetrics, logger: Logger, manifest: Manifest) {
+        self.configuration = configuration
+        self.reader = reader
+        self.writer = writer
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.logger = logger
+        self.manifest = manifest
+        self.model = Representation.model(manifest)
+    }
+
+    var modelReady: Bool {
+        get { warmedUp.withLock { $0 } }
+        set { warmedUp.withLock { $0 = newValue } }
+    }
+
+    /// Records a read of patient results; a failed audit write fails the read.
+    func audit(_ principal: Principal, _ action: String, study: String?, instance: String? = nil) throws(Problem) {
+        do {
+            try writer.write {
+                try AuditLog.record($0, tokenID: principal.tokenID, action: action, study: study, instance: instance,
+                                    at: Date().timeIntervalSince1970)
+            }
+        } catch {
+            throw Problem(503, "database-unavailable", "The audit log cannot be written; retry shortly.", headers: [("Retry-After", "5")])
+        }
+    }
+
+    func read<T>(_ body: (Storage.Connection) throws -> T) throws(Problem) -> T {
+        do {
+            return try reader.sync(body)
+        } catch {
+            metrics.error("database")
+            throw Problem(503, "database-unavailable", "The database cannot be read right now; retry shortly.",
+                          headers: [("Retry-After", "5")])
+        }
+    }
+}

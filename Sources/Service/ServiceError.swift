@@ -1,0 +1,22 @@
+import Glibc
+
+/// Why the service could not start or could not keep an upload.
+public enum ServiceError: Error, Sendable, Equatable {
+    case directory(String)
+    case spool(String, Int32)
+    case model(type: String, detail: String)
+    case configuration(String)
+
+    public var detail: String {
+        switch self {
+        case .directory(let path): "Cannot create or open the directory \(path)."
+        case .spool(let call, let code): "Spool \(call) failed: \(String(cString: strerror(code)))."
+        case .model(_, let detail): "The model cannot be loaded: \(detail)"
+        case .configuration(let reason): "Invalid setting: \(reason)."
+        }
+    }
+}
+
+extension ServiceError: CustomStringConvertible {
+    public var description: String { detail }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import HTTP
+import Inference
+import Logging
+import NeuralNet
+import Storage
+import Synchronization
+
+/// The whole service: database, spool, pipeline, routes and the HTTP server.
+/// `start` listens at once (liveness answers while the model loads) and loads
+/// the model on its own thread; readiness waits for its warm-up pass.
+public final class TriageService: Sendable {
+    let context: ServiceContext
+    let router: Router<Route>
+    private let server: Mutex<HTTPServer?> = Mutex(nil)
+    private let modelLoad = Mutex<Result<Void, ServiceError>?>(nil)
+
+    public init(configuration: ServiceConfiguration, logger: Logger) throws {
+        try makeDirectory(configuration.dataDirectory)
+        try makeDirectory(configuration.bodyDirectory)
+        let writer = try DatabaseQueue(path: configuration.databasePath, label: "writer")
+        try writer.sync { try Migrator.migrate($0, Schema.migrations) }
+        let reader = try DatabaseQueue(path: configuration.databasePath, readOnly: true, label: "reader")
+        let manifest: Manifest
+        do {
+            manifest = try ModelBundle.readManifest(directory: configuration.modelDirectory)
+            try manifest.validate()
+        } catch {
+            throw ServiceError.model(type: error.type, detail: error.detail)
+        }
+        let metrics = ServiceMetrics()
+        metrics.modelInfo(name: manifest.name, version: manifest.version, architecture: manifest.architecture.rawValue,
+                          clinicalUse: manifest.provenance.clinicalUse)
+        let pipeline = Pipeline(
+            writer: writer, spool: try Spool(directory: configuration.spoolDirectory), metrics: metrics, logger: logger,
+            modelID: "\(manifest.name)@\(manifest.version)",
+            policy: BatchPolicy(maxBatch: configuration.maxBatch, maxDelay: configuration.maxDelay))
+        context = ServiceContext(configuration: configuration, reader: reader, writer: writer, pipeline: pipeline,
+                                 metrics: metrics, logger: logger, manifest: manifest)
+        router = Routes.table
+    }
+
+    /// Opens the listening socket, starts loading the model and returns the bound port.
+    public func start() throws -> Int {
+        let context = self.context
+        let router = self.router
+        let http = HTTPServer(
+            configuration: context.configuration.http, logger: context.logger,
+            headCheck: { head in Routes.check(head, router: router, context: context) },
+            errorResponse: { error in
+                context.metrics.error(error.type)
+                return error.problem.response
+            },
+            handler: { request in await Routes.handle(request, router: router, context: context) })
+        let port = try http.start()
+        server.withLock { $0 = http }
+        context.logger.info("listening", metadata: ["port": "\(port)", "model": "\(context.manifest.name)@\(context.manifest.version)"])
+        let thread = Thread { [self] in loadModel() }
+        thread.name = "ich-model-load"
+        thread.start()
+        return port
+    }
+
+    private func loadModel() {
+        let configuration = context.configuration
+        let started = Date()
+        do {
+            let classifier = try Classifier(bundle: configuration.modelDirectory, capacity: configuration.maxBatch, threads: configuration.threads)
+            try classifier.warmUp()
+            try context.pipeline.start(classifier: classifier)
+            context.modelReady = true
+            modelLoad.withLock { $0 = .success(()) }
+            context.logger.info("model ready", metadata: ["seconds": "\(String(format: "%.1f", Date().timeIntervalSince(started)))"])
+        } catch {
+            let failure: ServiceError =
+                switch error {
+                case let error as NeuralNetError: .model(type: error.type, detail: error.detail)
+                default: .model(type: "model-load", detail: "\(error)")
+                }
+            context.logger.critical("model failed to load", metadata: ["detail": "\(failure.detail)"])
+            modelLoad.withLock { $0 = .failure(failure) }
+        }
+    }
+
+    /// Returns once the model is loaded and warmed up; throws if it cannot be.
+    public func waitForModel() async throws {
+        while true {
+            if let result = modelLoad.withLock({ $0 }) { return try result.get() }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace period),
+    /// finishes the current batch and closes the database.
+    public func shutdown() async {
+        let http = server.withLock { $0 }
+        await http?.shutdown(gracePeriod: .milliseconds(Int(context.configuration.shutdownGrace * 1000)))
+        context.pipeline.stop()
+        context.logger.info("stopped", metadata: ["queued": "\(context.pipeline.depth)"])
+    }
+
+    /// Makes a bearer token in the service's database; used by `ich-server token create`.
+    public static func createToken(dataDirectory: String, scope: Scope, name: String) throws -> String {
+        try makeDirectory(dataDirectory)
+        let db = try DatabaseQueue(path: dataDirectory + "/ich.sqlite", label: "token")
+        try db.sync { try Migrator.migrate($0, Schema.migrations) }
+        return try Auth.createToken(db, scope: scope, name: name)
+    }
+
+    /// Whether any token exists, so a first start can say how to make one.
+    public var hasTokens: Bool {
+        (try? context.reader.sync { try TokenStore.count($0) }).map { $0 > 0 } ?? false
+    }
+}

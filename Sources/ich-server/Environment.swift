@@ -1,0 +1,14 @@
+import Foundation
+
+/// A setting's value: the flag if given, else `ICH_<NAME>` from the environment, else the default.
+func setting<T: LosslessStringConvertible>(_ flag: T?, _ variable: String, _ fallback: T) throws -> T {
+    if let flag { return flag }
+    guard let text = ProcessInfo.processInfo.environment[variable] else { return fallback }
+    guard let value = T(text) else { throw SettingError(variable: variable) }
+    return value
+}
+
+struct SettingError: Error, CustomStringConvertible {
+    var variable: String
+    var description: String { "The environment variable \(variable) has a value of the wrong kind." }
+}

@@ -1,0 +1,105 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import HTTP
+import Logging
+import Service
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the service until SIGTERM or SIGINT.",
+        discussion: "Every option can also be set by the environment variable named in its help; flags win.")
+
+    @Option(help: "Address to listen on (ICH_HOST; default 127.0.0.1; 0.0.0.0 for all interfaces).") var host: String?
+    @Option(help: "Port (ICH_PORT; default 8080; 0 picks a free one and logs it).") var port: Int?
+    @Option(help: "Data directory: database, spool, temporary bodies (ICH_DATA_DIR; default ./data).") var dataDir: String?
+    @Option(help: "Model bundle directory (ICH_MODEL; default Models/default).") var model: String?
+    @Option(help: "Most slices per forward pass (ICH_MAX_BATCH; default 8).") var maxBatch: Int?
+    @Option(help: "Longest wait for a fuller batch, in milliseconds (ICH_MAX_DELAY_MS; default 10).") var maxDelayMs: Double?
+    @Option(help: "Compute threads (ICH_THREADS; default: the cores present).") var threads: Int?
+    @Option(help: "Seconds without a new instance before a study is complete (ICH_STABLE_AGE; default 10).") var stableAge: Double?
+    @Option(help: "Queued slices above which /readyz is not ready (ICH_QUEUE_HIGH_WATER; default 2000).") var queueHighWater: Int?
+    @Option(help: "Queued slices above which ingest answers 503 (ICH_QUEUE_HARD_LIMIT; default 10000).") var queueHardLimit: Int?
+    @Option(help: "Largest request body in bytes (ICH_MAX_BODY_BYTES; default 2 GiB).") var maxBodyBytes: Int?
+    @Option(help: "Most open connections (ICH_MAX_CONNECTIONS; default 256).") var maxConnections: Int?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (ICH_LOG_LEVEL; default info).") var logLevel: String?
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: try setting(logLevel, "ICH_LOG_LEVEL", "info")) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "ich-server")
+        signal(SIGPIPE, SIG_IGN)
+
+        var http = HTTPServerConfiguration()
+        http.host = try setting(host, "ICH_HOST", http.host)
+        http.port = try setting(port, "ICH_PORT", http.port)
+        http.maxBodyBytes = try setting(maxBodyBytes, "ICH_MAX_BODY_BYTES", http.maxBodyBytes)
+        http.maxConnections = try setting(maxConnections, "ICH_MAX_CONNECTIONS", http.maxConnections)
+        let dataDirectory = try setting(dataDir, "ICH_DATA_DIR", "data")
+        var configuration = ServiceConfiguration(
+            http: http, dataDirectory: dataDirectory, modelDirectory: try setting(model, "ICH_MODEL", "Models/default"))
+        configuration.http.bodyDirectory = configuration.bodyDirectory
+        configuration.maxBatch = try setting(maxBatch, "ICH_MAX_BATCH", configuration.maxBatch)
+        configuration.maxDelay = try setting(maxDelayMs, "ICH_MAX_DELAY_MS", configuration.maxDelay * 1000) / 1000
+        configuration.threads = try setting(threads, "ICH_THREADS", configuration.threads)
+        configuration.stableAge = try setting(stableAge, "ICH_STABLE_AGE", configuration.stableAge)
+        configuration.queueHighWater = try setting(queueHighWater, "ICH_QUEUE_HIGH_WATER", configuration.queueHighWater)
+        configuration.queueHardLimit = try setting(queueHardLimit, "ICH_QUEUE_HARD_LIMIT", configuration.queueHardLimit)
+        guard configuration.maxBatch >= 1, configuration.maxBatch <= 64, configuration.maxDelay >= 0, configuration.threads >= 1 else {
+            throw ValidationError("max-batch must be 1 to 64, max-delay-ms >= 0 and threads >= 1.")
+        }
+
+        let service = try TriageService(configuration: configuration, logger: logger)
+        let bound = try service.start()
+        if !service.hasTokens {
+            logger.notice(
+                "no API token exists yet; create one with: ich-server token create --scope admin --data-dir \(dataDirectory)")
+        }
+        // Scripts starting the server with --port 0 read the port from this line.
+        print("listening on \(configuration.http.host):\(bound)")
+        fflush(nil)
+
+        let signals = AsyncStream<Int32> { continuation in
+            for signalNumber in [SIGTERM, SIGINT] {
+                signal(signalNumber, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
+                source.setEventHandler { continuation.yield(signalNumber) }
+                source.resume()
+                signalSources.append(source)
+            }
+        }
+        // Run until a signal (exit 0) or until the model fails to load (exit 1).
+        let exitCode: Int32 = await withTaskGroup(of: Int32?.self) { group in
+            group.addTask {
+                for await _ in signals { return 0 }
+                return nil
+            }
+            group.addTask {
+                do {
+                    try await service.waitForModel()
+                    return nil
+                } catch {
+                    if Task.isCancelled { return nil }
+                    logger.critical("cannot serve", metadata: ["detail": "\(error)"])
+                    return 1
+                }
+            }
+            for await result in group {
+                if let code = result {
+                    group.cancelAll()
+                    return code
+                }
+            }
+            return 0
+        }
+        logger.info("shutting down")
+        await service.shutdown()
+        if exitCode != 0 { throw ExitCode(exitCode) }
+    }
+}
+
+nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []
