@@ -83,19 +83,28 @@ bench: release venv
 	$(PYTHON) Benchmarks/preprocess.py --ichctl .build/release/ichctl
 	$(PYTHON) Benchmarks/forward_pass.py --ichctl .build/release/ichctl
 
-# libFuzzer on the DICOM decoder (Swift + the DCMTK shim, AddressSanitizer).
+# libFuzzer on the DICOM decoder (Swift + the DCMTK shim, AddressSanitizer) and on
+# the HTTP parsers (head, framing, chunked, multipart; whole against split input).
 # `make fuzz FUZZ_SECONDS=3600` for a real run; the test target runs it briefly.
 fuzz: deps fuzz-build
 	mkdir -p .build-fuzz/corpus-dicom
 	.build-fuzz/release/FuzzDICOM -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -rss_limit_mb=4096 \
 		-artifact_prefix=.build-fuzz/ -print_final_stats=1 .build-fuzz/corpus-dicom Fuzz/corpus/dicom
+	mkdir -p .build-fuzz/corpus-http
+	.build-fuzz/release/FuzzHTTP -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -rss_limit_mb=4096 \
+		-dict=Fuzz/http.dict -artifact_prefix=.build-fuzz/ -print_final_stats=1 .build-fuzz/corpus-http Fuzz/corpus/http
 
 test-fuzz: fuzz-build
 	rm -rf .build-fuzz/corpus-test && mkdir -p .build-fuzz/corpus-test
 	.build-fuzz/release/FuzzDICOM -max_total_time=$(FUZZ_TEST_SECONDS) -max_len=70000 -rss_limit_mb=4096 \
 		-artifact_prefix=.build-fuzz/ -print_final_stats=1 .build-fuzz/corpus-test Fuzz/corpus/dicom 2>&1 \
 		| sed -n -e '/^stat::number_of_executed_units/p' -e '/^Done/p' -e '/ERROR/,$$p'
+	rm -rf .build-fuzz/corpus-test-http && mkdir -p .build-fuzz/corpus-test-http
+	.build-fuzz/release/FuzzHTTP -max_total_time=$(FUZZ_TEST_SECONDS) -max_len=8192 -rss_limit_mb=4096 \
+		-dict=Fuzz/http.dict -artifact_prefix=.build-fuzz/ -print_final_stats=1 .build-fuzz/corpus-test-http Fuzz/corpus/http 2>&1 \
+		| sed -n -e '/^stat::number_of_executed_units/p' -e '/^Done/p' -e '/ERROR/,$$p' -e '/Fatal error/,$$p'
 
+# Builds every fuzz target of Fuzz/Package.swift (FuzzDICOM and FuzzHTTP).
 fuzz-build:
 	cd Fuzz && swift build -c release --scratch-path ../.build-fuzz \
 		-Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library \

@@ -15,5 +15,9 @@ let package = Package(
             name: "FuzzDICOM",
             dependencies: [.product(name: "DICOM", package: root)]
         ),
+        .executableTarget(
+            name: "FuzzHTTP",
+            dependencies: [.product(name: "HTTP", package: root)]
+        ),
     ]
 )
