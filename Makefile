@@ -35,18 +35,19 @@ build: deps
 release: deps
 	swift build -c release
 
-# The Python tests drive a release ichctl: a debug build spends most of a
-# minute just loading a ResNet50 bundle.
+# The Python tests drive a release ichctl and ich-server: a debug build spends
+# most of a minute just loading a ResNet50 bundle.
 test: deps venv
 	swift build
 	swift build -c release --product ichctl
+	swift build -c release --product ich-server
 	$(MAKE) --no-print-directory test-swift test-fuzz test-python
 
 test-swift:
 	swift test
 
 test-python:
-	ICHCTL=$(CURDIR)/.build/release/ichctl $(VENV)/bin/pytest -q Tests/python
+	ICHCTL=$(CURDIR)/.build/release/ichctl ICH_SERVER=$(CURDIR)/.build/release/ich-server $(VENV)/bin/pytest -q Tests/python
 
 # The default model is Models/default (a trained bundle, see Models/README.md).
 # Until one is there, `make run` builds a placeholder bundle with seeded random

@@ -24,8 +24,9 @@ enum Representation {
         let provenance = manifest.provenance
         let notice: String =
             if provenance.clinicalUse { "" }
-            else if provenance.syntheticData { "Trained on synthetic data; not for clinical use." }
-            else { "Not for clinical use." }
+            else if provenance.syntheticData {
+                "Trained on synthetic data, not on patients; not for clinical use. Provenance: \(provenance.trainedOn)."
+            } else { "Not validated for clinical use. Provenance: \(provenance.trainedOn)." }
         return .object([
             ("name", .string(manifest.name)), ("version", .string(manifest.version)),
             ("architecture", .string(manifest.architecture.rawValue)), ("clinicalUse", .bool(provenance.clinicalUse)),

@@ -69,6 +69,7 @@ public final class TriageService: Sendable {
             try classifier.warmUp()
             try context.pipeline.start(classifier: classifier)
             context.modelReady = true
+            context.metrics.ready.set(1.0)
             modelLoad.withLock { $0 = .success(()) }
             context.logger.info("model ready", metadata: ["seconds": "\(String(format: "%.1f", Date().timeIntervalSince(started)))"])
         } catch {
