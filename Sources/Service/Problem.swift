@@ -43,5 +43,6 @@ public struct Problem: Error, Sendable, Equatable {
 }
 
 extension HTTPServerError {
-    var problem: Problem { Problem(status, type, detail) }
+    /// 503s (connection limit, body buffering) are temporary; say when to come back.
+    var problem: Problem { Problem(status, type, detail, headers: status == 503 ? [("Retry-After", "5")] : []) }
 }

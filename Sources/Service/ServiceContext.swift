@@ -16,6 +16,7 @@ final class ServiceContext: Sendable {
     let manifest: Manifest
     let model: JSONValue
     private let warmedUp = Mutex(false)
+    private let stopping = Mutex(false)
 
     init(configuration: ServiceConfiguration, reader: DatabaseQueue, writer: DatabaseQueue, pipeline: Pipeline,
          metrics: ServiceMetrics, logger: Logger, manifest: Manifest) {
@@ -32,6 +33,12 @@ final class ServiceContext: Sendable {
     var modelReady: Bool {
         get { warmedUp.withLock { $0 } }
         set { warmedUp.withLock { $0 = newValue } }
+    }
+
+    /// Set when shutdown begins, so long-polls answer with the current state at once.
+    var isShuttingDown: Bool {
+        get { stopping.withLock { $0 } }
+        set { stopping.withLock { $0 = newValue } }
     }
 
     /// Records a read of patient results; a failed audit write fails the read.

@@ -95,6 +95,7 @@ public final class TriageService: Sendable {
     /// finishes the current batch and closes the database.
     public func shutdown() async {
         let http = server.withLock { $0 }
+        context.isShuttingDown = true
         await http?.shutdown(gracePeriod: .milliseconds(Int(context.configuration.shutdownGrace * 1000)))
         context.pipeline.stop()
         context.logger.info("stopped", metadata: ["queued": "\(context.pipeline.depth)"])

@@ -17,7 +17,7 @@ public enum HTTPServerError: Error, Sendable, Equatable {
         case .headerReadTimeout, .bodyTooSlow: 408
         case .expectationFailed: 417
         case .tooManyConnections: 503
-        case .bodyStorageFailed: 500
+        case .bodyStorageFailed: 503
         }
     }
 

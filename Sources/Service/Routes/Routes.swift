@@ -1,3 +1,4 @@
+import DICOM
 import Foundation
 import HTTP
 
@@ -79,6 +80,10 @@ enum Routes {
                 throw methodNotAllowed(allowed)
             case .found(let route, let parameters, let t):
                 template = t
+                // A malformed UID in the path is answered without echoing it (it may be anything, PHI included).
+                for (name, value) in parameters where !UID.isValid(value) {
+                    throw Problem(400, "invalid-parameter", "The \(name == "sop" ? "SOP Instance" : "Study Instance") UID in the path is not a valid DICOM UID.")
+                }
                 var request = request
                 request.pathParameters = parameters
                 request.routeTemplate = t

@@ -29,7 +29,7 @@ enum StudyRoutes {
                                              now: now, stableAge: context.configuration.stableAge)
             let complete = study.processed == study.received && now - study.lastReceivedAt >= context.configuration.stableAge
             // Long-poll by re-reading: an indexed query every 200 ms per waiting client costs far less than a notifier.
-            if complete || ContinuousClock.now >= deadline || Task.isCancelled {
+            if complete || ContinuousClock.now >= deadline || Task.isCancelled || context.isShuttingDown {
                 return HTTPResponse(status: 200, headers: json, body: body.serialized())
             }
             try? await Task.sleep(for: min(.milliseconds(200), deadline - ContinuousClock.now))
@@ -52,7 +52,8 @@ enum StudyRoutes {
         var since: Double?
         if let text = request.query("since") {
             guard let value = Representation.parseTime(text) else { throw .invalidParameter("since", "an RFC 3339 date-time") }
-            since = value
+            // Times are written with millisecond precision; a `since` copied from a response must include that study.
+            since = value - 0.001
         }
         var limit = 50
         if let text = request.query("limit") {
