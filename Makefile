@@ -80,9 +80,10 @@ run: deps venv
 	@echo "try: curl -H \"Authorization: Bearer \$$(cat $(DATA_DIR)/admin.token)\" http://$(HOST):$(PORT)/v1/studies"
 	.build/release/ich-server serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) --model $(MODEL)
 
-bench: release venv
+bench: release venv placeholder-model
 	$(PYTHON) Benchmarks/preprocess.py --ichctl .build/release/ichctl
 	$(PYTHON) Benchmarks/forward_pass.py --ichctl .build/release/ichctl
+	$(PYTHON) Benchmarks/service.py --ichctl .build/release/ichctl --server .build/release/ich-server --model $(PLACEHOLDER_MODEL)
 
 # libFuzzer on the DICOM decoder (Swift + the DCMTK shim, AddressSanitizer) and on
 # the HTTP parsers (head, framing, chunked, multipart; whole against split input).

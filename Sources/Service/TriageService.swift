@@ -18,6 +18,10 @@ public final class TriageService: Sendable {
     public init(configuration: ServiceConfiguration, logger: Logger) throws {
         try makeDirectory(configuration.dataDirectory)
         try makeDirectory(configuration.bodyDirectory)
+        // Request bodies left by a crash belong to requests that were never answered.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: configuration.bodyDirectory)) ?? [] {
+            unlink(configuration.bodyDirectory + "/" + name)
+        }
         let writer = try DatabaseQueue(path: configuration.databasePath, label: "writer")
         try writer.sync { try Migrator.migrate($0, Schema.migrations) }
         let reader = try DatabaseQueue(path: configuration.databasePath, readOnly: true, label: "reader")
