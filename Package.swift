@@ -64,7 +64,7 @@ let package = Package(
         .executableTarget(
             name: "ichctl",
             dependencies: [
-                "DICOM", "Imaging", "NeuralNet", "Inference",
+                "CCurl", "DICOM", "Imaging", "NeuralNet", "Inference",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
