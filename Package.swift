@@ -76,6 +76,7 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "HTTP", "Storage"]),
+        .testTarget(name: "ichctlTests", dependencies: ["ichctl"]),
     ],
     cxxLanguageStandard: .cxx17
 )
