@@ -156,6 +156,11 @@ func parseByteSize(_ text: String) -> Int? {
     return nil
 }
 
+/// "1 request", "3 requests".
+func counted(_ count: Int, _ singular: String, _ plural: String? = nil) -> String {
+    "\(count) \(count == 1 ? singular : plural ?? singular + "s")"
+}
+
 /// One request of a push: some files of one study.
 struct PushWork: Sendable {
     var study: String
@@ -256,7 +261,7 @@ struct PushSummary {
     var text: String {
         var lines = [
             "studies: \(studies)",
-            "instances: \(instances) in \(requests) requests",
+            "instances: \(instances) in \(counted(requests, "request"))",
             "stored: \(stored)",
             "duplicates: \(duplicates)",
             "failed: \(failed)",
@@ -301,7 +306,9 @@ final class PushProgress: @unchecked Sendable {
         lock.withLock {
             totals.instances = instances
             totals.requests = requests
-            if !terminal { write("pushing \(instances) instances of \(studies) studies in \(requests) requests\n") }
+            if !terminal {
+                write("pushing \(counted(instances, "instance")) of \(counted(studies, "study", "studies")) in \(counted(requests, "request"))\n")
+            }
             draw()
         }
     }
