@@ -216,3 +216,35 @@ def test_overloaded_server_is_retried_then_reported_failed(tmp_path):
     assert result.stderr.count("HTTP 503 overloaded; try") == 2, result.stderr
     assert "try 3 in 0.2 s" in result.stderr
     assert elapsed < 10
+
+
+def test_progress_is_one_updating_line_on_a_terminal(server, pushed):
+    import pty
+
+    root, *_ = pushed
+    master, slave = pty.openpty()
+    try:
+        command = [str(service.ichctl_binary()), "push", str(root / "b"), "--max-request-bytes", "10KiB",
+                   "--server", server.base_url, "--token", server.tokens["ingest"]]
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=slave, timeout=60)
+        os.close(slave)
+        slave = None
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert result.returncode == 0, shown
+    text = shown.decode()
+    assert text.count("\r\x1b[K[") == 3, repr(text)  # drawn at the start and after each of the 2 requests
+    assert "2/2 instances, 2/2 requests, 0 failed" in text
+    assert "request 1/2" not in text  # no plain per-request lines on a terminal
+    assert b"duplicates: 2" in result.stdout
