@@ -19,12 +19,14 @@ WORKDIR /src
 COPY Package.swift ./
 RUN swift package resolve
 COPY Sources/ Sources/
-# The same commands as `make test` and `make run`.
-RUN swift build -c release --product ichctl \
-    && swift build -c release --product ich-server \
-    && mkdir -p /out/bin /out/swift \
-    && cp "$(swift build -c release --show-bin-path)/ich-server" "$(swift build -c release --show-bin-path)/ichctl" /out/bin/ \
-    && cp /usr/lib/swift/linux/*.so /out/swift/
+# The Makefile's commands (`make test`, `make run`), with the Swift runtime linked in
+# statically so that the runtime stage needs no toolchain libraries (checked with a local
+# build: no libswift*/libFoundation* left in `ldd`).
+RUN swift build -c release --static-swift-stdlib --product ichctl \
+    && swift build -c release --static-swift-stdlib --product ich-server \
+    && mkdir -p /out/bin \
+    && cp "$(swift build -c release --static-swift-stdlib --show-bin-path)/ich-server" \
+          "$(swift build -c release --static-swift-stdlib --show-bin-path)/ichctl" /out/bin/
 
 FROM debian:bookworm-slim
 # hadolint ignore=DL3008
@@ -36,9 +38,6 @@ RUN apt-get update \
     && useradd --system --uid 10001 --gid ich --home-dir /var/lib/ich --shell /usr/sbin/nologin ich \
     && mkdir -p /var/lib/ich \
     && chown ich:ich /var/lib/ich
-# The Swift runtime (Foundation, Dispatch, the standard library) from the toolchain that built the binaries.
-COPY --from=build /out/swift/ /usr/lib/swift/linux/
-RUN echo /usr/lib/swift/linux > /etc/ld.so.conf.d/swift.conf && ldconfig
 COPY --from=build /out/bin/ /usr/local/bin/
 COPY Models/ /opt/ich/Models/
 WORKDIR /opt/ich
