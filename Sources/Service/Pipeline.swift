@@ -38,9 +38,12 @@ final class Pipeline: @unchecked Sendable {
 
     var depth: Int { batcher.depth }
 
-    /// Starts inference with a loaded classifier and queues every job the database still holds.
-    func start(classifier: Classifier) throws {
-        lock.withLock { self.classifier = classifier }
+    /// Queues every job the database still holds and deletes spool files that
+    /// have no job (written by a request that crashed before its commit, so
+    /// never acknowledged). Runs once, before the server accepts uploads: run
+    /// later, it could take a file whose row is about to commit for an orphan,
+    /// and queue uploads the batcher already holds a second time.
+    func recover() throws {
         let queued = try writer.sync { try JobQueue.queued($0) }
         let orphans = spool.removeOrphans(keeping: Set(queued.map(\.spoolName)))
         if !queued.isEmpty || orphans > 0 {
@@ -48,6 +51,11 @@ final class Pipeline: @unchecked Sendable {
         }
         batcher.submit(queued)
         metrics.queueDepth.set(Double(batcher.depth))
+    }
+
+    /// Starts inference once the classifier is loaded; uploads queued meanwhile wait in the batcher.
+    func start(classifier: Classifier) {
+        lock.withLock { self.classifier = classifier }
         batcher.start()
     }
 

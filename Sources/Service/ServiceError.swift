@@ -3,6 +3,7 @@ import Glibc
 /// Why the service could not start or could not keep an upload.
 public enum ServiceError: Error, Sendable, Equatable {
     case directory(String)
+    case file(String)
     case spool(String, Int32)
     case model(type: String, detail: String)
     case configuration(String)
@@ -10,6 +11,7 @@ public enum ServiceError: Error, Sendable, Equatable {
     public var detail: String {
         switch self {
         case .directory(let path): "Cannot create or open the directory \(path)."
+        case .file(let path): "Cannot create or open the file \(path)."
         case .spool(let call, let code): "Spool \(call) failed: \(String(cString: strerror(code)))."
         case .model(_, let detail): "The model cannot be loaded: \(detail)"
         case .configuration(let reason): "Invalid setting: \(reason)."

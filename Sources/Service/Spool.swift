@@ -68,6 +68,18 @@ public struct Spool: Sendable {
     }
 }
 
+/// The database holds results, UIDs and the audit trail: owner-only, like the
+/// spool. SQLite gives its -wal and -shm files the main file's mode, so the
+/// file is created 0600 before SQLite opens it; older files are tightened.
+func restrictToOwner(database path: String) throws(ServiceError) {
+    let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw .file(path) }
+    close(fd)
+    for file in [path, path + "-wal", path + "-shm"] where access(file, F_OK) == 0 {
+        chmod(file, 0o600)
+    }
+}
+
 func makeDirectory(_ path: String) throws(ServiceError) {
     do {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

@@ -22,6 +22,7 @@ public final class TriageService: Sendable {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: configuration.bodyDirectory)) ?? [] {
             unlink(configuration.bodyDirectory + "/" + name)
         }
+        try restrictToOwner(database: configuration.databasePath)
         let writer = try DatabaseQueue(path: configuration.databasePath, label: "writer")
         try writer.sync { try Migrator.migrate($0, Schema.migrations) }
         let reader = try DatabaseQueue(path: configuration.databasePath, readOnly: true, label: "reader")
@@ -47,6 +48,7 @@ public final class TriageService: Sendable {
     /// Opens the listening socket, starts loading the model and returns the bound port.
     public func start() throws -> Int {
         let context = self.context
+        try context.pipeline.recover()
         let router = self.router
         let http = HTTPServer(
             configuration: context.configuration.http, logger: context.logger,
@@ -71,7 +73,7 @@ public final class TriageService: Sendable {
         do {
             let classifier = try Classifier(bundle: configuration.modelDirectory, capacity: configuration.maxBatch, threads: configuration.threads)
             try classifier.warmUp()
-            try context.pipeline.start(classifier: classifier)
+            context.pipeline.start(classifier: classifier)
             context.modelReady = true
             context.metrics.ready.set(1.0)
             modelLoad.withLock { $0 = .success(()) }
@@ -108,6 +110,7 @@ public final class TriageService: Sendable {
     /// Makes a bearer token in the service's database; used by `ich-server token create`.
     public static func createToken(dataDirectory: String, scope: Scope, name: String) throws -> String {
         try makeDirectory(dataDirectory)
+        try restrictToOwner(database: dataDirectory + "/ich.sqlite")
         let db = try DatabaseQueue(path: dataDirectory + "/ich.sqlite", label: "token")
         try db.sync { try Migrator.migrate($0, Schema.migrations) }
         return try Auth.createToken(db, scope: scope, name: name)
