@@ -48,7 +48,7 @@ import Testing
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         let paths = ["x", "y"].map { folder.appendingPathComponent($0).path }
-        for (path, text) in zip(paths, ["AAA", "BB"]) { FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) }
+        for (path, text) in zip(paths, ["AAA", "BB"]) { _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) }
         let body = framing.body(zip(paths, [3, 2]).map { DICOMFile(path: $0, size: $1, study: "1", sop: "1.1") })
         var bytes: [UInt8] = []
         for segment in body {
