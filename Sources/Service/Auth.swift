@@ -16,10 +16,7 @@ public enum Auth {
     public static func makeToken() -> String {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        let encoded = Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-        return "ich_" + encoded
+        return "ich_" + Base64URL.encode(bytes)
     }
 
     public static func hash(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
@@ -54,7 +51,7 @@ public enum Auth {
         do {
             record = try db.sync { try TokenStore.find($0, hash: presented) }
         } catch {
-            throw Problem(503, "database-unavailable", "Tokens cannot be checked right now; retry shortly.", headers: [("Retry-After", "5")])
+            throw .databaseUnavailable("Tokens cannot be checked")
         }
         guard let record, constantTimeEqual(record.hash, presented), let granted = Scope(rawValue: record.scope) else {
             throw Problem(401, "unauthorized", "The bearer token is not valid.", headers: challenge)

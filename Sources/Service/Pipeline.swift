@@ -109,8 +109,8 @@ final class Pipeline: @unchecked Sendable {
         var sliceJobs: [String] = []
         for job in jobs {
             do {
-                let bytes = try spool.read(job.spoolName)
-                slices.append(try DICOMDecoder.decode(bytes))
+                let data = try spool.read(job.spoolName)
+                slices.append(try data.withUnsafeBytes { try DICOMDecoder.decode($0) })
                 sliceJobs.append(job.sopInstanceUID)
             } catch let error as DICOMError {
                 outcomes.append((job.sopInstanceUID, .failed(type: error.type, detail: error.detail)))

@@ -31,6 +31,11 @@ public struct Problem: Error, Sendable, Equatable {
         return HTTPResponse(status: status, headers: h, body: body.serialized())
     }
 
+    /// The database did not answer; `what` says what could not be done ("The study cannot be deleted").
+    static func databaseUnavailable(_ what: String) -> Problem {
+        Problem(503, "database-unavailable", "\(what) right now; retry shortly.", headers: [("Retry-After", "5")])
+    }
+
     static func notFound(_ what: String) -> Problem { Problem(404, "\(what)-not-found", "No \(what) with that UID is stored.") }
 
     static func invalidParameter(_ name: String, _ expected: String) -> Problem {

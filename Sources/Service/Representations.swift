@@ -70,7 +70,8 @@ enum Representation {
     }
 
     static func study(
-        _ study: StudyRecord, instances: [InstanceRecord], manifest: Manifest, model: JSONValue, now: Double, stableAge: Double
+        _ study: StudyRecord, status: StudyStatus, instances: [InstanceRecord], manifest: Manifest, model: JSONValue,
+        stableAge: Double
     ) -> JSONValue {
         let byUID = Dictionary(instances.map { ($0.sopInstanceUID, $0) }, uniquingKeysWith: { a, _ in a })
         let slices = StudyAggregate.ordered(instances.map {
@@ -78,8 +79,6 @@ enum Representation {
                         probabilities: $0.probabilities)
         })
         let labels = StudyAggregate.summarize(slices, labels: manifest.labels, thresholds: manifest.thresholds)
-        let status = StudyStatus.of(received: study.received, processed: study.processed, lastReceivedAt: study.lastReceivedAt,
-                                    now: now, stableAge: stableAge)
         return .object([
             ("studyInstanceUID", .string(study.studyInstanceUID)),
             ("status", .string(status.rawValue)),

@@ -49,7 +49,7 @@ final class ServiceContext: Sendable {
                                     at: Date().timeIntervalSince1970)
             }
         } catch {
-            throw Problem(503, "database-unavailable", "The audit log cannot be written; retry shortly.", headers: [("Retry-After", "5")])
+            throw .databaseUnavailable("The audit log cannot be written")
         }
     }
 
@@ -58,8 +58,7 @@ final class ServiceContext: Sendable {
             return try reader.sync(body)
         } catch {
             metrics.error("database")
-            throw Problem(503, "database-unavailable", "The database cannot be read right now; retry shortly.",
-                          headers: [("Retry-After", "5")])
+            throw .databaseUnavailable("The database cannot be read")
         }
     }
 }

@@ -46,9 +46,9 @@ public struct Spool: Sendable {
         guard fsync(fd) == 0 else { throw .spool("fsync", errno) }
     }
 
-    public func read(_ name: String) throws(ServiceError) -> [UInt8] {
+    public func read(_ name: String) throws(ServiceError) -> Data {
         guard let data = FileManager.default.contents(atPath: path(name)) else { throw .spool("read", ENOENT) }
-        return [UInt8](data)
+        return data
     }
 
     public func remove(_ name: String) {

@@ -1,5 +1,6 @@
 import Foundation
 import HTTP
+import Inference
 import Storage
 
 /// Study results, the worklist and deletion.
@@ -25,9 +26,11 @@ enum StudyRoutes {
                 (try ResultStore.study(db, uid), try ResultStore.instances(db, study: uid))
             }
             guard let study else { throw .notFound("study") }
-            let body = Representation.study(study, instances: instances, manifest: context.manifest, model: context.model,
-                                             now: now, stableAge: context.configuration.stableAge)
-            let complete = study.processed == study.received && now - study.lastReceivedAt >= context.configuration.stableAge
+            let status = StudyStatus.of(received: study.received, processed: study.processed, lastReceivedAt: study.lastReceivedAt,
+                                        now: now, stableAge: context.configuration.stableAge)
+            let body = Representation.study(study, status: status, instances: instances, manifest: context.manifest,
+                                             model: context.model, stableAge: context.configuration.stableAge)
+            let complete = status == .complete
             // Long-poll by re-reading: an indexed query every 200 ms per waiting client costs far less than a notifier.
             if complete || ContinuousClock.now >= deadline || Task.isCancelled || context.isShuttingDown {
                 return HTTPResponse(status: 200, headers: json, body: body.serialized())
@@ -86,16 +89,12 @@ enum StudyRoutes {
 
     /// An opaque page token: base64url of "<any maximum as stored>|<study UID>".
     static func encodeCursor(_ cursor: ResultStore.Cursor) -> String {
-        let text = "\(cursor.anyMaximum)|\(cursor.studyInstanceUID)"
-        return Data(text.utf8).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        Base64URL.encode("\(cursor.anyMaximum)|\(cursor.studyInstanceUID)".utf8)
     }
 
     static func decodeCursor(_ text: String) -> ResultStore.Cursor? {
         guard text.count <= 256 else { return nil }
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
-        guard let data = Data(base64Encoded: base64), let decoded = String(data: data, encoding: .utf8) else { return nil }
+        guard let data = Base64URL.decode(text), let decoded = String(data: data, encoding: .utf8) else { return nil }
         let parts = decoded.split(separator: "|", maxSplits: 1)
         guard parts.count == 2, let value = Double(parts[0]), value.isFinite else { return nil }
         return ResultStore.Cursor(anyMaximum: value, studyInstanceUID: String(parts[1]))
@@ -115,7 +114,7 @@ enum StudyRoutes {
                 return files
             }
         } catch {
-            throw Problem(503, "database-unavailable", "The study cannot be deleted right now; retry shortly.", headers: [("Retry-After", "5")])
+            throw .databaseUnavailable("The study cannot be deleted")
         }
         guard let spoolFiles else { throw .notFound("study") }
         for name in spoolFiles { context.pipeline.spool.remove(name) }
