@@ -43,10 +43,11 @@ let package = Package(
         .target(name: "Inference", dependencies: ["DICOM", "Imaging", "NeuralNet"]),
         .target(name: "Storage", dependencies: ["CSQLite"]),
         .target(name: "HTTP", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "HTTPClient", dependencies: ["CCurl"]),
         .target(
             name: "Service",
             dependencies: [
-                "DICOM", "Imaging", "NeuralNet", "Inference", "Storage", "HTTP",
+                "DICOM", "Imaging", "NeuralNet", "Inference", "Storage", "HTTP", "HTTPClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -64,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "ichctl",
             dependencies: [
-                "CCurl", "DICOM", "Imaging", "NeuralNet", "Inference",
+                "HTTPClient", "DICOM", "Imaging", "NeuralNet", "Inference",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -76,7 +77,7 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "HTTP", "Storage"]),
-        .testTarget(name: "ichctlTests", dependencies: ["ichctl"]),
+        .testTarget(name: "ichctlTests", dependencies: ["ichctl", "HTTPClient"]),
     ],
     cxxLanguageStandard: .cxx17
 )

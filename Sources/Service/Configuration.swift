@@ -24,6 +24,10 @@ public struct ServiceConfiguration: Sendable {
     public var maxWait: Double = 120
     /// How long shutdown waits for in-flight requests (seconds).
     public var shutdownGrace: Double = 30
+    /// Where clients reach this service (`https://ich.example.org`), for absolute
+    /// links in notifications; without it links are paths.
+    public var publicURL: String?
+    public var webhooks = WebhookConfiguration()
 
     public init(http: HTTPServerConfiguration, dataDirectory: String, modelDirectory: String) {
         self.http = http
@@ -34,4 +38,38 @@ public struct ServiceConfiguration: Sendable {
     public var databasePath: String { dataDirectory + "/ich.sqlite" }
     public var spoolDirectory: String { dataDirectory + "/spool" }
     public var bodyDirectory: String { dataDirectory + "/tmp" }
+}
+
+/// Critical-finding notifications: a signed JSON POST to each URL when a study
+/// completes positive for `any`.
+public struct WebhookConfiguration: Sendable {
+    public var urls: [String] = []
+    /// HMAC-SHA256 key for the `X-ICH-Signature` header; required when `urls` is not empty.
+    public var secret: [UInt8] = []
+    /// Whole-request limit for one delivery attempt (seconds).
+    public var timeout: Double = 10
+    /// The first retry waits `retryBase` seconds, each later one twice as long, up to `retryCap`.
+    public var retryBase: Double = 5
+    public var retryCap: Double = 3_600
+    /// Attempts before a notification is abandoned (logged, counted, kept in the database).
+    public var maxAttempts: Int = 30
+
+    public init() {}
+
+    public var retry: RetrySchedule { RetrySchedule(base: retryBase, cap: retryCap, maxAttempts: maxAttempts) }
+
+    /// Why this configuration cannot be used, if it cannot.
+    public func problem() -> String? {
+        for url in urls {
+            let lower = url.lowercased()
+            guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), url.count > 8,
+                  !url.contains(where: { $0.isWhitespace })
+            else { return "a webhook URL must be an http:// or https:// URL without spaces" }
+        }
+        if !urls.isEmpty && secret.count < 16 { return "webhooks need a secret of at least 16 bytes (ICH_WEBHOOK_SECRET)" }
+        guard timeout > 0, retryBase > 0, retryCap >= retryBase, maxAttempts >= 1 else {
+            return "webhook timeout and retry delays must be positive and max attempts at least 1"
+        }
+        return nil
+    }
 }

@@ -14,6 +14,7 @@ public final class ServiceMetrics: Sendable {
     let batchSize: ValueHistogram
     let inferenceDuration: DurationHistogram
     let ready: Gauge
+    let notificationsPending: Gauge
 
     public init() {
         queueDepth = registry.makeGauge(descriptor: Self.name("queue", "depth", "Slices acknowledged and waiting for inference."))
@@ -23,6 +24,8 @@ public final class ServiceMetrics: Sendable {
             descriptor: Self.name("inference_duration", "seconds", "Decode, preprocessing and forward pass of one batch."),
             buckets: Self.latencyBuckets)
         ready = registry.makeGauge(descriptor: Self.name("ready", "", "1 when /readyz answers ready."))
+        notificationsPending = registry.makeGauge(
+            descriptor: Self.name("notifications_pending", "", "Webhook notifications not yet delivered or abandoned."))
     }
 
     static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -53,6 +56,15 @@ public final class ServiceMetrics: Sendable {
         guard count > 0 else { return }
         registry.makeCounter(
             descriptor: Self.name("instances_processed", "total", "Instances that left the queue, by outcome."),
+            labels: [("result", result)]
+        ).increment(by: Int64(count))
+    }
+
+    /// `result`: queued, delivered, retry (an attempt failed) or abandoned.
+    func notifications(_ result: String, count: Int) {
+        guard count > 0 else { return }
+        registry.makeCounter(
+            descriptor: Self.name("notifications", "total", "Webhook notifications queued, and delivery attempts by outcome."),
             labels: [("result", result)]
         ).increment(by: Int64(count))
     }

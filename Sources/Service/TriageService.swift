@@ -12,10 +12,12 @@ import Synchronization
 public final class TriageService: Sendable {
     let context: ServiceContext
     let router: Router<Route>
+    let notifier: Notifier
     private let server: Mutex<HTTPServer?> = Mutex(nil)
     private let modelLoad = Mutex<Result<Void, ServiceError>?>(nil)
 
     public init(configuration: ServiceConfiguration, logger: Logger) throws {
+        if let problem = configuration.webhooks.problem() { throw ServiceError.configuration(problem) }
         try makeDirectory(configuration.dataDirectory)
         try makeDirectory(configuration.bodyDirectory)
         // Request bodies left by a crash belong to requests that were never answered.
@@ -42,6 +44,8 @@ public final class TriageService: Sendable {
             policy: BatchPolicy(maxBatch: configuration.maxBatch, maxDelay: configuration.maxDelay))
         context = ServiceContext(configuration: configuration, reader: reader, writer: writer, pipeline: pipeline,
                                  metrics: metrics, logger: logger, manifest: manifest)
+        notifier = Notifier(writer: writer, configuration: configuration, manifest: manifest, model: context.model,
+                            metrics: metrics, logger: logger)
         router = Routes.table
     }
 
@@ -49,6 +53,7 @@ public final class TriageService: Sendable {
     public func start() throws -> Int {
         let context = self.context
         try context.pipeline.recover()
+        notifier.start()
         let router = self.router
         let http = HTTPServer(
             configuration: context.configuration.http, logger: context.logger,
@@ -98,12 +103,13 @@ public final class TriageService: Sendable {
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the grace period),
-    /// finishes the current batch and closes the database.
+    /// finishes the current batch and the webhook attempt in flight, and closes the database.
     public func shutdown() async {
         let http = server.withLock { $0 }
         context.isShuttingDown = true
         await http?.shutdown(gracePeriod: .milliseconds(Int(context.configuration.shutdownGrace * 1000)))
         context.pipeline.stop()
+        notifier.stop()
         context.logger.info("stopped", metadata: ["queued": "\(context.pipeline.depth)"])
     }
 

@@ -94,7 +94,7 @@ public enum JobQueue {
         return recorded
     }
 
-    /// Removes a study, its instances and its audit-free data. Returns the
+    /// Removes a study, its instances and its notifications (the audit trail stays). Returns the
     /// spool files of its still-queued jobs (for the caller to delete), or nil
     /// when the study is unknown.
     public static func deleteStudy(_ db: Connection, _ studyInstanceUID: String) throws(StorageError) -> [String]? {
@@ -106,6 +106,7 @@ public enum JobQueue {
         ).rows([.text(studyInstanceUID)]) { $0.text(0) }
         try db.statement("DELETE FROM instances WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
         try db.statement("DELETE FROM studies WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
+        try db.statement("DELETE FROM notifications WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
         return spool
     }
 }

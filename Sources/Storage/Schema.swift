@@ -60,6 +60,30 @@ public enum Schema {
             );
             CREATE INDEX audit_by_study ON audit (study_instance_uid);
             """),
+        Migration(
+            "3-notification-outbox",
+            """
+            ALTER TABLE studies ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE studies ADD COLUMN notified INTEGER NOT NULL DEFAULT 0;
+            UPDATE studies SET settled = done + failed;
+            CREATE INDEX studies_unsettled ON studies (last_received_at) WHERE settled < done + failed;
+            CREATE TABLE notifications (
+                id INTEGER PRIMARY KEY,
+                event_id TEXT NOT NULL,
+                study_instance_uid TEXT NOT NULL,
+                url TEXT NOT NULL,
+                body BLOB NOT NULL,
+                created_at REAL NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at REAL NOT NULL,
+                delivered_at REAL,
+                abandoned_at REAL,
+                last_status INTEGER,
+                last_error TEXT
+            );
+            CREATE INDEX notifications_due ON notifications (next_attempt_at)
+                WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+            """),
     ]
 
     static let probabilityColumns = "p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid, p_subdural"

@@ -22,6 +22,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Queued slices above which ingest answers 503 (ICH_QUEUE_HARD_LIMIT; default 10000).") var queueHardLimit: Int?
     @Option(help: "Largest request body in bytes (ICH_MAX_BODY_BYTES; default 2 GiB).") var maxBodyBytes: Int?
     @Option(help: "Most open connections (ICH_MAX_CONNECTIONS; default 256).") var maxConnections: Int?
+    @Option(help: "Base URL clients use to reach this service, for absolute links in notifications (ICH_PUBLIC_URL).") var publicURL: String?
+    @Option(help: "Webhook URL for positive studies; repeat for several (ICH_WEBHOOK_URLS, comma-separated).") var webhookURL: [String] = []
+    @Option(help: "File holding the webhook signing secret (ICH_WEBHOOK_SECRET_FILE, or the secret itself in ICH_WEBHOOK_SECRET).") var webhookSecretFile: String?
+    @Option(help: "Seconds one webhook attempt may take (ICH_WEBHOOK_TIMEOUT; default 10).") var webhookTimeout: Double?
+    @Option(help: "Seconds before the first webhook retry, doubling up to an hour (ICH_WEBHOOK_RETRY_BASE; default 5).") var webhookRetryBase: Double?
+    @Option(help: "Attempts before a notification is abandoned (ICH_WEBHOOK_MAX_ATTEMPTS; default 30).") var webhookMaxAttempts: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (ICH_LOG_LEVEL; default info).") var logLevel: String?
 
     func run() async throws {
@@ -49,6 +55,8 @@ struct Serve: AsyncParsableCommand {
         configuration.stableAge = try setting(stableAge, "ICH_STABLE_AGE", configuration.stableAge)
         configuration.queueHighWater = try setting(queueHighWater, "ICH_QUEUE_HIGH_WATER", configuration.queueHighWater)
         configuration.queueHardLimit = try setting(queueHardLimit, "ICH_QUEUE_HARD_LIMIT", configuration.queueHardLimit)
+        configuration.publicURL = try setting(publicURL, "ICH_PUBLIC_URL", "").trimmingSuffix("/").nilIfEmpty
+        configuration.webhooks = try webhookConfiguration()
         guard configuration.maxBatch >= 1, configuration.maxBatch <= 64, configuration.maxDelay >= 0, configuration.threads >= 1 else {
             throw ValidationError("max-batch must be 1 to 64, max-delay-ms >= 0 and threads >= 1.")
         }
@@ -100,6 +108,34 @@ struct Serve: AsyncParsableCommand {
         await service.shutdown()
         if exitCode != 0 { throw ExitCode(exitCode) }
     }
+}
+
+extension Serve {
+    func webhookConfiguration() throws -> WebhookConfiguration {
+        let environment = ProcessInfo.processInfo.environment
+        var webhooks = WebhookConfiguration()
+        webhooks.urls = webhookURL.isEmpty
+            ? (environment["ICH_WEBHOOK_URLS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            : webhookURL
+        if let path = webhookSecretFile ?? environment["ICH_WEBHOOK_SECRET_FILE"] {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ValidationError("The webhook secret file cannot be read.")
+            }
+            webhooks.secret = Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+        } else if let secret = environment["ICH_WEBHOOK_SECRET"] {
+            webhooks.secret = Array(secret.utf8)
+        }
+        webhooks.timeout = try setting(webhookTimeout, "ICH_WEBHOOK_TIMEOUT", webhooks.timeout)
+        webhooks.retryBase = try setting(webhookRetryBase, "ICH_WEBHOOK_RETRY_BASE", webhooks.retryBase)
+        webhooks.maxAttempts = try setting(webhookMaxAttempts, "ICH_WEBHOOK_MAX_ATTEMPTS", webhooks.maxAttempts)
+        webhooks.retryCap = max(webhooks.retryCap, webhooks.retryBase)
+        return webhooks
+    }
+}
+
+extension String {
+    func trimmingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
+    var nilIfEmpty: String? { isEmpty ? nil : self }
 }
 
 nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DICOM
 import Foundation
+import HTTPClient
 
 struct Push: ParsableCommand {
     static let configuration = CommandConfiguration(

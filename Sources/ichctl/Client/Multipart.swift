@@ -1,3 +1,5 @@
+import HTTPClient
+
 /// STOW-RS request bodies: `multipart/related; type="application/dicom"`, one part per
 /// Part-10 file, the files read from disk while sending.
 struct MultipartRelated {

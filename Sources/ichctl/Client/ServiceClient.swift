@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HTTPClient
 
 /// Why a command could not talk to the service. Messages name the status and the
 /// problem `type`/`detail` the server sent (which never echo patient data), never bodies.

@@ -3,35 +3,35 @@ import Foundation
 
 /// Why a transfer did not produce an HTTP response. Carries libcurl's code and its
 /// fixed description, never request or response bytes.
-struct CurlError: Error, CustomStringConvertible, Sendable {
-    let code: Int
-    let message: String
+public struct CurlError: Error, CustomStringConvertible, Sendable {
+    public let code: Int
+    public let message: String
 
     init(_ code: CURLcode) {
         self.code = Int(code.rawValue)
         self.message = String(cString: curl_easy_strerror(code))
     }
 
-    init(code: Int, message: String) {
+    public init(code: Int, message: String) {
         self.code = code
         self.message = message
     }
 
     /// Nothing listens there, or the name does not resolve: retrying soon rarely helps a script.
-    var isConnectFailure: Bool {
+    public var isConnectFailure: Bool {
         [CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY]
             .map { Int($0.rawValue) }.contains(code)
     }
 
-    var description: String { "libcurl error \(code): \(message)" }
+    public var description: String { "libcurl error \(code): \(message)" }
 }
 
 /// A request body: bytes in memory and files read while sending, in order.
-enum BodySegment: Sendable {
+public enum BodySegment: Sendable {
     case bytes([UInt8])
     case file(path: String, size: Int)
 
-    var size: Int {
+    public var size: Int {
         switch self {
         case .bytes(let bytes): bytes.count
         case .file(_, let size): size
@@ -39,23 +39,35 @@ enum BodySegment: Sendable {
     }
 }
 
-struct CurlRequest: Sendable {
-    var method = "GET"
-    var url: String
-    var headers: [(String, String)] = []
-    var body: [BodySegment] = []
+public struct CurlRequest: Sendable {
+    public var method: String
+    public var url: String
+    public var headers: [(String, String)]
+    public var body: [BodySegment]
     /// Whole-transfer limit in seconds (0: none).
-    var timeout: Double = 60
-    var connectTimeout: Double = 10
+    public var timeout: Double
+    public var connectTimeout: Double
+    public var userAgent: String
+
+    public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [BodySegment] = [],
+                timeout: Double = 60, connectTimeout: Double = 10, userAgent: String = "ichctl") {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+        self.connectTimeout = connectTimeout
+        self.userAgent = userAgent
+    }
 }
 
-struct CurlResponse: Sendable {
-    var status: Int
+public struct CurlResponse: Sendable {
+    public var status: Int
     /// Header names lower-cased; of the final response only (not of a 100 Continue).
-    var headers: [(String, String)]
-    var body: [UInt8]
+    public var headers: [(String, String)]
+    public var body: [UInt8]
 
-    func header(_ name: String) -> String? {
+    public func header(_ name: String) -> String? {
         let lower = name.lowercased()
         return headers.first { $0.0 == lower }?.1
     }
@@ -63,10 +75,10 @@ struct CurlResponse: Sendable {
 
 /// libcurl, one easy handle per transfer (so threads never share one). `curl_global_init`
 /// runs once, before the first handle.
-enum Curl {
+public enum Curl {
     private static let initialised: CURLcode = curl_global_init(Int(CURL_GLOBAL_DEFAULT))
 
-    static func perform(_ request: CurlRequest) throws(CurlError) -> CurlResponse {
+    public static func perform(_ request: CurlRequest) throws(CurlError) -> CurlResponse {
         guard initialised == CURLE_OK else { throw CurlError(initialised) }
         guard let handle = curl_easy_init() else { throw CurlError(code: -1, message: "curl_easy_init failed") }
         defer { curl_easy_cleanup(handle) }
@@ -83,6 +95,8 @@ enum Curl {
             guard code == CURLE_OK else { throw CurlError(code) }
         }
         try check(ccurl_setopt_string(handle, CURLOPT_URL, request.url))
+        // Only HTTP(S): a configured URL must not make the service read files or speak other protocols.
+        try check(ccurl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, "http,https"))
         try check(ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
         try check(ccurl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout * 1000)))
         try check(ccurl_setopt_long(handle, CURLOPT_TIMEOUT_MS, Int(request.timeout * 1000)))
@@ -91,7 +105,7 @@ enum Curl {
             try check(ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1))
             try check(ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, 120))
         }
-        try check(ccurl_setopt_string(handle, CURLOPT_USERAGENT, "ichctl"))
+        try check(ccurl_setopt_string(handle, CURLOPT_USERAGENT, request.userAgent))
         try check(ccurl_setopt_slist(handle, CURLOPT_HTTPHEADER, list))
         try check(ccurl_setopt_callback(handle, CURLOPT_WRITEFUNCTION, curlWrite))
         try check(ccurl_setopt_pointer(handle, CURLOPT_WRITEDATA, context))

@@ -1,0 +1,161 @@
+import Foundation
+import HTTPClient
+import Inference
+import Logging
+import NeuralNet
+import Storage
+import Synchronization
+
+/// Turns completed positive studies into webhook notifications and delivers
+/// them. Two serial queues with their own loops, so a receiver that hangs
+/// until the timeout delays other deliveries but never the settling of studies.
+/// Delivery is at least once: a crash after the receiver answered and before
+/// the row is marked delivered sends it again, with the same `id`.
+final class Notifier: Sendable {
+    private let writer: DatabaseQueue
+    private let configuration: ServiceConfiguration
+    private let manifest: Manifest
+    private let model: JSONValue
+    private let metrics: ServiceMetrics
+    private let logger: Logger
+    private let settleQueue = DispatchQueue(label: "ich-notifier-settle")
+    private let deliveryQueue = DispatchQueue(label: "ich-notifier-delivery")
+    private let stopped = Atomic<Bool>(false)
+
+    init(writer: DatabaseQueue, configuration: ServiceConfiguration, manifest: Manifest, model: JSONValue,
+         metrics: ServiceMetrics, logger: Logger) {
+        self.writer = writer
+        self.configuration = configuration
+        self.manifest = manifest
+        self.model = model
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    private var webhooks: WebhookConfiguration { configuration.webhooks }
+
+    func start() {
+        // Studies complete `stableAge` after their last slice; look a few times within that.
+        let period = min(1.0, max(0.05, configuration.stableAge / 4))
+        repeatEvery(period, on: settleQueue) { [self] in settleCompletedStudies() }
+        if !webhooks.urls.isEmpty {
+            repeatEvery(1, on: deliveryQueue) { [self] in deliverDue() }
+        }
+    }
+
+    /// Stops both loops and waits for an attempt in flight (at most the webhook timeout).
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        settleQueue.sync {}
+        deliveryQueue.sync {}
+    }
+
+    private func repeatEvery(_ seconds: Double, on queue: DispatchQueue, _ body: @escaping @Sendable () -> Void) {
+        queue.asyncAfter(deadline: .now() + seconds) { [self] in
+            guard !stopped.load(ordering: .relaxed) else { return }
+            body()
+            repeatEvery(seconds, on: queue, body)
+        }
+    }
+
+    /// Settles every study that completed since the last look; a positive one
+    /// gets a notification per webhook URL, committed with its settling.
+    func settleCompletedStudies() {
+        let now = Date().timeIntervalSince1970
+        do {
+            let queued = try writer.write { db in
+                var queued = 0
+                for study in try Outbox.unsettled(db, receivedBefore: now - configuration.stableAge, limit: 100) {
+                    let notifications = try notifications(db, study, now: now)
+                    try Outbox.settle(db, study: study.studyInstanceUID, processed: study.processed, notifications: notifications)
+                    queued += notifications.count
+                }
+                return queued
+            }
+            guard queued > 0 else { return }
+            metrics.notifications("queued", count: queued)
+            deliveryQueue.async { [self] in if !stopped.load(ordering: .relaxed) { deliverDue() } }
+        } catch {
+            metrics.error("database")
+            logger.error("settling completed studies failed; retrying")
+        }
+    }
+
+    private func notifications(_ db: Storage.Connection, _ study: StudyRecord, now: Double) throws -> [NewNotification] {
+        guard !webhooks.urls.isEmpty, let maxima = study.maxima, Double(maxima[0]) >= manifest.thresholds[0] else { return [] }
+        let slices = StudyAggregate.ordered(try ResultStore.instances(db, study: study.studyInstanceUID).map {
+            SliceResult(sopInstanceUID: $0.sopInstanceUID, instanceNumber: $0.instanceNumber, position: $0.position,
+                        probabilities: $0.probabilities)
+        })
+        let labels = StudyAggregate.summarize(slices, labels: manifest.labels, thresholds: manifest.thresholds)
+        let eventID = UUID().uuidString.lowercased()
+        let body = NotificationPayload.body(
+            eventID: eventID, study: study, labels: labels, slices: slices,
+            update: try Outbox.notifiedCount(db, study: study.studyInstanceUID) > 0,
+            link: (configuration.publicURL ?? "") + "/v1/studies/" + study.studyInstanceUID, model: model, createdAt: now)
+        return webhooks.urls.map { NewNotification(eventID: eventID, url: $0, body: body, createdAt: now) }
+    }
+
+    /// Attempts every due notification once, oldest first.
+    func deliverDue() {
+        do {
+            let due = try writer.sync { try Outbox.due($0, at: Date().timeIntervalSince1970, limit: 50) }
+            for notification in due {
+                if stopped.load(ordering: .relaxed) { break }
+                let attempt = deliver(notification)
+                try writer.write {
+                    try Outbox.record($0, id: notification.id, outcome: attempt.outcome, status: attempt.status,
+                                      error: attempt.error, at: Date().timeIntervalSince1970)
+                }
+            }
+            metrics.notificationsPending.set(Double(try writer.sync { try Outbox.pendingCount($0) }))
+        } catch {
+            metrics.error("database")
+            logger.error("recording webhook deliveries failed; retrying")
+        }
+    }
+
+    private struct Attempt {
+        var outcome: DeliveryOutcome
+        var status: Int?
+        var error: String?
+    }
+
+    private func deliver(_ notification: PendingNotification) -> Attempt {
+        let request = CurlRequest(
+            method: "POST", url: notification.url,
+            headers: [
+                ("Content-Type", "application/json"),
+                (Signature.header, Signature.value(body: notification.body, secret: webhooks.secret)),
+                ("X-ICH-Event-ID", notification.eventID),
+            ],
+            body: [.bytes(notification.body)], timeout: webhooks.timeout, connectTimeout: min(10, webhooks.timeout),
+            userAgent: "ich-triage")
+        let attempts = notification.attempts + 1
+        let status: Int?
+        let failure: String
+        var retryAfter: Double?
+        do {
+            let response = try Curl.perform(request)
+            if (200..<300).contains(response.status) {
+                metrics.notifications("delivered", count: 1)
+                return Attempt(outcome: .delivered, status: response.status, error: nil)
+            }
+            status = response.status
+            failure = "the receiver answered \(response.status)"
+            retryAfter = response.header("retry-after").flatMap(Double.init)
+        } catch {
+            status = nil
+            failure = error.description
+        }
+        let metadata: Logger.Metadata = ["notification": "\(notification.id)", "attempt": "\(attempts)", "error": "\(failure)"]
+        guard let delay = webhooks.retry.delay(afterAttempts: attempts, retryAfter: retryAfter) else {
+            metrics.notifications("abandoned", count: 1)
+            logger.critical("webhook notification abandoned after its last attempt", metadata: metadata)
+            return Attempt(outcome: .abandoned, status: status, error: failure)
+        }
+        metrics.notifications("retry", count: 1)
+        logger.warning("webhook delivery failed; will retry", metadata: metadata.merging(["in_seconds": "\(Int(delay))"]) { a, _ in a })
+        return Attempt(outcome: .retry(at: Date().timeIntervalSince1970 + delay), status: status, error: failure)
+    }
+}
