@@ -85,28 +85,31 @@ bench: release venv placeholder-model
 	$(PYTHON) Benchmarks/forward_pass.py --ichctl .build/release/ichctl
 	$(PYTHON) Benchmarks/service.py --ichctl .build/release/ichctl --server .build/release/ich-server --model $(PLACEHOLDER_MODEL)
 
-# libFuzzer on the DICOM decoder (Swift + the DCMTK shim, AddressSanitizer) and on
-# the HTTP parsers (head, framing, chunked, multipart; whole against split input).
-# `make fuzz FUZZ_SECONDS=3600` for a real run; the test target runs it briefly.
+# libFuzzer on the DICOM decoder (Swift + the DCMTK shim, AddressSanitizer), on
+# the HTTP parsers (head, framing, chunked, multipart; whole against split input)
+# and on the safetensors reader. `make fuzz FUZZ_SECONDS=3600` for a real run
+# (corpora grow in .build-fuzz/corpus-*); the test target runs each briefly from
+# the committed seeds only.
+FUZZ_FLAGS_FuzzDICOM := -max_len=70000
+FUZZ_FLAGS_FuzzHTTP := -max_len=8192 -dict=Fuzz/http.dict
+FUZZ_FLAGS_FuzzSafeTensors := -max_len=4096
+FUZZ_SEEDS_FuzzDICOM := Fuzz/corpus/dicom
+FUZZ_SEEDS_FuzzHTTP := Fuzz/corpus/http
+FUZZ_SEEDS_FuzzSafeTensors := Fuzz/corpus/safetensors
+FUZZ_TARGETS := FuzzDICOM FuzzHTTP FuzzSafeTensors
+# $(call fuzz-run,TARGET,WORKING_CORPUS,SECONDS)
+fuzz-run = mkdir -p $(2) && .build-fuzz/release/$(1) -max_total_time=$(3) -rss_limit_mb=4096 $(FUZZ_FLAGS_$(1)) \
+	-artifact_prefix=.build-fuzz/ -print_final_stats=1 $(2) $(FUZZ_SEEDS_$(1))
+
 fuzz: deps fuzz-build
-	mkdir -p .build-fuzz/corpus-dicom
-	.build-fuzz/release/FuzzDICOM -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -rss_limit_mb=4096 \
-		-artifact_prefix=.build-fuzz/ -print_final_stats=1 .build-fuzz/corpus-dicom Fuzz/corpus/dicom
-	mkdir -p .build-fuzz/corpus-http
-	.build-fuzz/release/FuzzHTTP -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -rss_limit_mb=4096 \
-		-dict=Fuzz/http.dict -artifact_prefix=.build-fuzz/ -print_final_stats=1 .build-fuzz/corpus-http Fuzz/corpus/http
+	$(foreach t,$(FUZZ_TARGETS),$(call fuzz-run,$(t),.build-fuzz/corpus-$(t),$(FUZZ_SECONDS)) &&) true
 
 test-fuzz: fuzz-build
-	rm -rf .build-fuzz/corpus-test && mkdir -p .build-fuzz/corpus-test
-	.build-fuzz/release/FuzzDICOM -max_total_time=$(FUZZ_TEST_SECONDS) -max_len=70000 -rss_limit_mb=4096 \
-		-artifact_prefix=.build-fuzz/ -print_final_stats=1 .build-fuzz/corpus-test Fuzz/corpus/dicom 2>&1 \
-		| sed -n -e '/^stat::number_of_executed_units/p' -e '/^Done/p' -e '/ERROR/,$$p'
-	rm -rf .build-fuzz/corpus-test-http && mkdir -p .build-fuzz/corpus-test-http
-	.build-fuzz/release/FuzzHTTP -max_total_time=$(FUZZ_TEST_SECONDS) -max_len=8192 -rss_limit_mb=4096 \
-		-dict=Fuzz/http.dict -artifact_prefix=.build-fuzz/ -print_final_stats=1 .build-fuzz/corpus-test-http Fuzz/corpus/http 2>&1 \
-		| sed -n -e '/^stat::number_of_executed_units/p' -e '/^Done/p' -e '/ERROR/,$$p' -e '/Fatal error/,$$p'
+	$(foreach t,$(FUZZ_TARGETS),rm -rf .build-fuzz/test-corpus-$(t) && \
+		$(call fuzz-run,$(t),.build-fuzz/test-corpus-$(t),$(FUZZ_TEST_SECONDS)) 2>&1 \
+		| sed -n -e '/^stat::number_of_executed_units/p' -e '/^Done/p' -e '/ERROR/,$$p' -e '/Fatal error/,$$p' &&) true
 
-# Builds every fuzz target of Fuzz/Package.swift (FuzzDICOM and FuzzHTTP).
+# Builds every fuzz target of Fuzz/Package.swift.
 fuzz-build:
 	cd Fuzz && swift build -c release --scratch-path ../.build-fuzz \
 		-Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library \

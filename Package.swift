@@ -15,6 +15,7 @@ let package = Package(
         // Exported for the fuzzing package in Fuzz/, which builds with sanitizers.
         .library(name: "DICOM", targets: ["DICOM"]),
         .library(name: "HTTP", targets: ["HTTP"]),
+        .library(name: "NeuralNet", targets: ["NeuralNet"]),
     ],
     dependencies: [
         // Subcommands, typed options and help text for ichctl without a hand-written parser.

@@ -11,13 +11,18 @@ let package = Package(
     name: "ich-fuzz",
     dependencies: [.package(path: "..")],
     targets: [
+        .target(name: "FuzzDriver"),
         .executableTarget(
             name: "FuzzDICOM",
-            dependencies: [.product(name: "DICOM", package: root)]
+            dependencies: ["FuzzDriver", .product(name: "DICOM", package: root)]
         ),
         .executableTarget(
             name: "FuzzHTTP",
-            dependencies: [.product(name: "HTTP", package: root)]
+            dependencies: ["FuzzDriver", .product(name: "HTTP", package: root)]
+        ),
+        .executableTarget(
+            name: "FuzzSafeTensors",
+            dependencies: ["FuzzDriver", .product(name: "NeuralNet", package: root)]
         ),
     ]
 )

@@ -27,6 +27,11 @@ public struct ServiceConfiguration: Sendable {
     /// Where clients reach this service (`https://ich.example.org`), for absolute
     /// links in notifications; without it links are paths.
     public var publicURL: String?
+    /// Failed authentications from one address within `authFailureWindow`
+    /// seconds after which it gets 429 until the window ends (0: no limit,
+    /// e.g. behind a proxy, where every client has the proxy's address).
+    public var authFailureLimit: Int = 20
+    public var authFailureWindow: Double = 60
     public var webhooks = WebhookConfiguration()
 
     public init(http: HTTPServerConfiguration, dataDirectory: String, modelDirectory: String) {

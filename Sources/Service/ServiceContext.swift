@@ -17,6 +17,7 @@ final class ServiceContext: Sendable {
     let model: JSONValue
     private let warmedUp = Mutex(false)
     private let stopping = Mutex(false)
+    private let authThrottle: Mutex<AuthThrottle>
 
     init(configuration: ServiceConfiguration, reader: DatabaseQueue, writer: DatabaseQueue, pipeline: Pipeline,
          metrics: ServiceMetrics, logger: Logger, manifest: Manifest) {
@@ -28,6 +29,27 @@ final class ServiceContext: Sendable {
         self.logger = logger
         self.manifest = manifest
         self.model = Representation.model(manifest)
+        self.authThrottle = Mutex(AuthThrottle(limit: configuration.authFailureLimit, window: configuration.authFailureWindow))
+    }
+
+    /// Refuses an address that failed to authenticate too often lately.
+    func checkAuthThrottle(_ address: String) throws(Problem) {
+        let now = Date().timeIntervalSince1970
+        guard let wait = authThrottle.withLock({ $0.retryAfter(address, now: now) }) else { return }
+        throw Problem(429, "too-many-auth-failures", "Too many failed authentications from this address; retry later.",
+                      headers: [("Retry-After", String(Int(wait.rounded(.up))))])
+    }
+
+    func recordAuthFailure(_ address: String) {
+        let now = Date().timeIntervalSince1970
+        let blocked = authThrottle.withLock { throttle in
+            throttle.recordFailure(address, now: now)
+            return throttle.retryAfter(address, now: now) != nil
+        }
+        if blocked {
+            metrics.error("too-many-auth-failures")
+            logger.warning("client address refused after repeated failed authentication", metadata: ["address": "\(address)"])
+        }
     }
 
     var modelReady: Bool {

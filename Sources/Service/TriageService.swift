@@ -57,7 +57,7 @@ public final class TriageService: Sendable {
         let router = self.router
         let http = HTTPServer(
             configuration: context.configuration.http, logger: context.logger,
-            headCheck: { head in Routes.check(head, router: router, context: context) },
+            headCheck: { head, address in Routes.check(head, from: address, router: router, context: context) },
             errorResponse: { error in
                 context.metrics.error(error.type)
                 return error.problem.response

@@ -22,6 +22,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Queued slices above which ingest answers 503 (ICH_QUEUE_HARD_LIMIT; default 10000).") var queueHardLimit: Int?
     @Option(help: "Largest request body in bytes (ICH_MAX_BODY_BYTES; default 2 GiB).") var maxBodyBytes: Int?
     @Option(help: "Most open connections (ICH_MAX_CONNECTIONS; default 256).") var maxConnections: Int?
+    @Option(help: "Failed authentications per client address and minute before it gets 429 for the rest of that minute (ICH_AUTH_FAILURE_LIMIT; default 20; 0: no limit, e.g. behind a proxy).") var authFailureLimit: Int?
     @Option(help: "Base URL clients use to reach this service, for absolute links in notifications (ICH_PUBLIC_URL).") var publicURL: String?
     @Option(help: "Webhook URL for positive studies; repeat for several (ICH_WEBHOOK_URLS, comma-separated).") var webhookURL: [String] = []
     @Option(help: "File holding the webhook signing secret (ICH_WEBHOOK_SECRET_FILE, or the secret itself in ICH_WEBHOOK_SECRET).") var webhookSecretFile: String?
@@ -55,10 +56,12 @@ struct Serve: AsyncParsableCommand {
         configuration.stableAge = try setting(stableAge, "ICH_STABLE_AGE", configuration.stableAge)
         configuration.queueHighWater = try setting(queueHighWater, "ICH_QUEUE_HIGH_WATER", configuration.queueHighWater)
         configuration.queueHardLimit = try setting(queueHardLimit, "ICH_QUEUE_HARD_LIMIT", configuration.queueHardLimit)
+        configuration.authFailureLimit = try setting(authFailureLimit, "ICH_AUTH_FAILURE_LIMIT", configuration.authFailureLimit)
         configuration.publicURL = try setting(publicURL, "ICH_PUBLIC_URL", "").trimmingSuffix("/").nilIfEmpty
         configuration.webhooks = try webhookConfiguration()
-        guard configuration.maxBatch >= 1, configuration.maxBatch <= 64, configuration.maxDelay >= 0, configuration.threads >= 1 else {
-            throw ValidationError("max-batch must be 1 to 64, max-delay-ms >= 0 and threads >= 1.")
+        guard configuration.maxBatch >= 1, configuration.maxBatch <= 64, configuration.maxDelay >= 0, configuration.threads >= 1,
+              configuration.authFailureLimit >= 0 else {
+            throw ValidationError("max-batch must be 1 to 64, max-delay-ms >= 0, threads >= 1 and auth-failure-limit >= 0.")
         }
 
         let service = try TriageService(configuration: configuration, logger: logger)

@@ -119,7 +119,7 @@ private final class Box<Value: Sendable>: @unchecked Sendable {
 
 private func withServer(
     _ configure: (inout HTTPServerConfiguration) -> Void = { _ in },
-    headCheck: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil,
+    headCheck: HeadCheck? = nil,
     handler: @escaping HTTPHandler = { request in
         HTTPResponse(status: 200, body: Array("\(request.method) \(request.path) \(request.body.count)".utf8))
     },
@@ -203,7 +203,7 @@ private func withServer(
 }
 
 @Test func expectContinueRejectedByHeadCheckGetsFinalResponseAndClose() async throws {
-    try await withServer(headCheck: { _ in HTTPResponse(status: 401, body: Array("no".utf8)) }) { port, _, _ in
+    try await withServer(headCheck: { _, _ in HTTPResponse(status: 401, body: Array("no".utf8)) }) { port, _, _ in
         let client = try Client(port: port)
         client.send("PUT /p HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
         let response = try await #require(client.readResponse())

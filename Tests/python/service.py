@@ -394,8 +394,10 @@ class ConnectionClosed(ConnectionError):
 class RawConnection:
     """One TCP connection; requests are bytes, responses are parsed incrementally."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 60.0, recorder: list | None = None):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, *, timeout: float = 60.0, recorder: list | None = None,
+                 source: str | None = None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = bytearray()
         self.host, self.port = host, port

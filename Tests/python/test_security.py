@@ -12,9 +12,13 @@
 (d) Path traversal and odd path parameters: 4xx problem+json that does not
     echo the input, and the server keeps serving.
 (e) The audit trail: one row per read, nothing in the API writes or deletes it.
+(f) Failed authentication is limited per client address: past the limit an
+    address gets 429 with Retry-After, even with a valid token, while other
+    addresses (127.0.0.2 on the loopback) and the open routes are served.
 
-One server (module scope, default log level) serves (a), (b), (d) and (e);
-(c) starts its own with a batcher that never fills (jobs stay queued).
+One server (module scope, default log level, no failed-authentication limit
+since (a) fails on purpose) serves (a), (b), (d) and (e); (c) starts its own
+with a batcher that never fills (jobs stay queued), (f) one with a limit of 5.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from service import Server, assert_problem, build_request, ct_dataset, dataset_b
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUTES_SWIFT = REPO_ROOT / "Sources" / "Service" / "Routes" / "Routes.swift"
-SERVER_ARGS = ["--max-batch", "8", "--max-delay-ms", "10", "--threads", "2", "--stable-age", "1"]
+SERVER_ARGS = ["--max-batch", "8", "--max-delay-ms", "10", "--threads", "2", "--stable-age", "1",
+               "--auth-failure-limit", "0"]
 OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
 UNKNOWN_UID = "1.2.826.0.1.3680043.8.498.999999998"
 CANARY_NAME = "PHI^CANARY^NAME"
@@ -493,3 +498,31 @@ def test_every_read_is_audited_and_deletion_keeps_the_trail(server):
     final = audit_rows(server)
     assert [r for r in final if r[3] == study] == after
     assert len(final) >= before + len(rows)
+
+
+# --------------------------------------------------------------------------
+# (f) Failed-authentication limit
+
+
+def raw_get(port: int, target: str, token: str | None, source: str = "127.0.0.1") -> service.Response:
+    headers = [("Authorization", f"Bearer {token}")] if token else []
+    with service.RawConnection("127.0.0.1", port, source=source) as c:
+        c.send(build_request("GET", target, headers=headers))
+        return c.read_response(method="GET", target=target)
+
+
+def test_failed_authentication_is_limited_per_address(tmp_path):
+    require_server_binary()
+    srv = Server(tmp_path / "data", service.test_bundle(), args=["--threads", "2", "--auth-failure-limit", "5"])
+    read = srv.token("read")
+    with srv:
+        for attempt in range(5):
+            assert_problem(raw_get(srv.port, "/v1/studies", f"ich_wrong{attempt}"), 401, "unauthorized")
+        refused = raw_get(srv.port, "/v1/studies", "ich_wrong")
+        assert_problem(refused, 429, "too-many-auth-failures")
+        assert 1 <= int(refused.header("Retry-After")) <= 60
+        assert_problem(raw_get(srv.port, "/v1/studies", read), 429, "too-many-auth-failures")
+        assert raw_get(srv.port, "/healthz", None).status == 200
+        assert raw_get(srv.port, "/v1/studies", read, source="127.0.0.2").status == 200
+        assert raw_get(srv.port, "/v1/studies", "ich_wrong", source="127.0.0.2").status == 401
+        assert "repeated failed authentication" in srv.log_text()

@@ -49,8 +49,9 @@ from service import (  # noqa: E402
 )
 
 MAX_BODY = 8 * 1024 * 1024
+# No failed-authentication limit: the auth tests fail on purpose, many times a minute.
 SERVER_ARGS = ["--max-batch", "8", "--max-delay-ms", "10", "--threads", "2", "--stable-age", "1",
-               "--max-body-bytes", str(MAX_BODY)]
+               "--max-body-bytes", str(MAX_BODY), "--auth-failure-limit", "0"]
 MARKER = "PATIENT^SECRET"
 UNKNOWN_UID = "1.2.826.0.1.3680043.8.498.999999999"
 

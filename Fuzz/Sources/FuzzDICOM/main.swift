@@ -1,4 +1,5 @@
 import DICOM
+import FuzzDriver
 
 /// Any bytes must give a CTSlice or a typed DICOMError: never a crash, an
 /// over-read (AddressSanitizer) or an allocation sized by a lying header.
@@ -12,20 +13,7 @@ public func fuzzDICOM(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     return 0
 }
 
-// SwiftPM links executables with `main` aliased to `<module>_main`, which would
-// hide libFuzzer's own `main`; hand control to libFuzzer's driver from there.
 @_cdecl("FuzzDICOM_main")
-public func fuzzMain(
-    _ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
-) -> CInt {
-    var argc = argc
-    var argv = argv
-    return LLVMFuzzerRunDriver(&argc, &argv, fuzzDICOM)
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    runLibFuzzer(argc, argv, fuzzDICOM)
 }
-
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(
-    _ argc: UnsafeMutablePointer<CInt>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
-) -> CInt

@@ -1,4 +1,5 @@
 import HTTP
+import FuzzDriver
 
 /// Any bytes must give a parse result or a typed error, never a crash or an
 /// over-read (AddressSanitizer), and the incremental parsers must not care
@@ -83,20 +84,7 @@ private func decodeChunked(_ input: UnsafeRawBufferPointer, splitAt: Int?) -> St
     return "incomplete \(payload)"
 }
 
-// SwiftPM links executables with `main` aliased to `<module>_main`, which would
-// hide libFuzzer's own `main`; hand control to libFuzzer's driver from there.
 @_cdecl("FuzzHTTP_main")
-public func fuzzMain(
-    _ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
-) -> CInt {
-    var argc = argc
-    var argv = argv
-    return LLVMFuzzerRunDriver(&argc, &argv, fuzzHTTP)
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    runLibFuzzer(argc, argv, fuzzHTTP)
 }
-
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(
-    _ argc: UnsafeMutablePointer<CInt>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
-) -> CInt

@@ -39,14 +39,16 @@ final class Connection: @unchecked Sendable {
 
     init(
         fd: Int32, remoteAddress: String, configuration: HTTPServerConfiguration,
-        headCheck: (@Sendable (HTTPRequestHead) -> HTTPResponse?)?,
+        headCheck: HeadCheck?,
         errorResponse: @escaping @Sendable (HTTPServerError) -> HTTPResponse,
         handler: @escaping HTTPHandler, logger: Logger, onClose: @escaping @Sendable (Connection) -> Void
     ) {
         self.fd = fd
         self.remoteAddress = remoteAddress
         self.queue = DispatchQueue(label: "http.connection")
-        self.machine = ConnectionStateMachine(configuration: configuration, now: .now, headCheck: headCheck)
+        let boundCheck: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? =
+            if let headCheck { { head in headCheck(head, remoteAddress) } } else { nil }
+        self.machine = ConnectionStateMachine(configuration: configuration, now: .now, headCheck: boundCheck)
         self.handler = handler
         self.errorResponse = errorResponse
         self.logger = logger

@@ -12,13 +12,18 @@ import Darwin
 /// for large ones) is valid until the handler returns.
 public typealias HTTPHandler = @Sendable (HTTPRequest) async -> HTTPResponse
 
+/// Runs on the connection's queue when a request head is complete, with the
+/// peer's address, before any body is read: a response refuses the request.
+/// It must not block.
+public typealias HeadCheck = @Sendable (HTTPRequestHead, _ remoteAddress: String) -> HTTPResponse?
+
 /// An HTTP/1.1 server on BSD sockets and Dispatch sources: one serial queue per
 /// connection, no thread per connection. `@unchecked Sendable` because its
 /// mutable state (the listener and the connection table) is guarded by `lock`.
 public final class HTTPServer: @unchecked Sendable {
     private let configuration: HTTPServerConfiguration
     private let logger: Logger
-    private let headCheck: (@Sendable (HTTPRequestHead) -> HTTPResponse?)?
+    private let headCheck: HeadCheck?
     private let errorResponse: @Sendable (HTTPServerError) -> HTTPResponse
     private let handler: HTTPHandler
 
@@ -30,7 +35,7 @@ public final class HTTPServer: @unchecked Sendable {
 
     public init(
         configuration: HTTPServerConfiguration, logger: Logger,
-        headCheck: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil,
+        headCheck: HeadCheck? = nil,
         errorResponse: @escaping @Sendable (HTTPServerError) -> HTTPResponse,
         handler: @escaping HTTPHandler
     ) {

@@ -62,10 +62,13 @@ final class Notifier: Sendable {
     /// gets a notification per webhook URL, committed with its settling.
     func settleCompletedStudies() {
         let now = Date().timeIntervalSince1970
+        let cutoff = now - configuration.stableAge
         do {
+            // Most looks find nothing: check before taking a write transaction.
+            guard try !writer.sync({ try Outbox.unsettled($0, receivedBefore: cutoff, limit: 1) }).isEmpty else { return }
             let queued = try writer.write { db in
                 var queued = 0
-                for study in try Outbox.unsettled(db, receivedBefore: now - configuration.stableAge, limit: 100) {
+                for study in try Outbox.unsettled(db, receivedBefore: cutoff, limit: 100) {
                     let notifications = try notifications(db, study, now: now)
                     try Outbox.settle(db, study: study.studyInstanceUID, processed: study.processed, notifications: notifications)
                     queued += notifications.count

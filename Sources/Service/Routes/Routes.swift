@@ -31,7 +31,7 @@ enum Routes {
     /// Runs when a request head is complete, before its body is read: a
     /// request that will be refused (unknown route, bad token, full queue) is
     /// answered without receiving a body that may be hundreds of megabytes.
-    static func check(_ head: HTTPRequestHead, router: Router<Route>, context: ServiceContext) -> HTTPResponse? {
+    static func check(_ head: HTTPRequestHead, from address: String, router: Router<Route>, context: ServiceContext) -> HTTPResponse? {
         let problem: Problem
         let template: String
         switch router.match(method: head.method, path: head.path) {
@@ -40,11 +40,15 @@ enum Routes {
         case .methodNotAllowed(let allowed, let t):
             (problem, template) = (methodNotAllowed(allowed), t)
         case .found(let route, _, let t):
-            do {
-                if let scope = route.scope { _ = try Auth.authorize(head.headers, needs: scope, tokens: context.reader) }
+            do throws(Problem) {
+                if let scope = route.scope {
+                    try context.checkAuthThrottle(address)
+                    _ = try Auth.authorize(head.headers, needs: scope, tokens: context.reader)
+                }
                 if route.ingest { try checkQueue(context) }
                 return nil
             } catch {
+                if error.status == 401 { context.recordAuthFailure(address) }
                 (problem, template) = (error, t)
             }
         }
