@@ -5,19 +5,17 @@ import Storage
 
 /// The JSON shapes of openapi.yaml, built from store records.
 enum Representation {
+    // Value types: one of each serves every thread, instead of a formatter object per call.
+    private static let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    private static let withoutFraction = Date.ISO8601FormatStyle()
+
     static func time(_ seconds: Double) -> JSONValue {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return .string(formatter.string(from: Date(timeIntervalSince1970: seconds)))
+        .string(withFraction.format(Date(timeIntervalSince1970: seconds)))
     }
 
     /// Parses RFC 3339 with or without fractional seconds.
     static func parseTime(_ text: String) -> Double? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let date = formatter.date(from: text) { return date.timeIntervalSince1970 }
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: text)?.timeIntervalSince1970
+        ((try? withFraction.parse(text)) ?? (try? withoutFraction.parse(text)))?.timeIntervalSince1970
     }
 
     static func model(_ manifest: Manifest) -> JSONValue {

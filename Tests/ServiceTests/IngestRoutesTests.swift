@@ -51,6 +51,9 @@ import Testing
         #expect(Representation.parseTime("2026-11-27T15:43:19Z") == 1_795_794_199)
         #expect(Representation.parseTime("2026-11-27T15:43:19.250Z") == 1_795_794_199.25)
         #expect(Representation.parseTime("yesterday") == nil)
+        #expect(Representation.time(1_795_794_199.25) == .string("2026-11-27T15:43:19.250Z"))
+        #expect(Representation.time(1_795_794_199) == .string("2026-11-27T15:43:19.000Z"))
+        #expect(Representation.parseTime("2026-11-27T16:43:19+01:00") == 1_795_794_199, "offsets are honoured")
     }
 }
 
