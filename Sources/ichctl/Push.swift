@@ -96,7 +96,15 @@ struct Push: ParsableCommand {
         let queue = WorkQueue(work)
         DispatchQueue.concurrentPerform(iterations: max(1, min(parallel, work.count))) { _ in
             while !progress.aborted, let item = queue.next() {
-                progress.finished(item, sender.send(item))
+                let outcome = sender.send(item)
+                // The server's body limit is below --max-request-bytes: send the halves instead.
+                if case .tooLarge = outcome, item.files.count > 1 {
+                    let half = item.files.count / 2
+                    progress.split(item)
+                    queue.putBack([item.with(files: Array(item.files[..<half])), item.with(files: Array(item.files[half...]))])
+                    continue
+                }
+                progress.finished(item, outcome)
             }
         }
         progress.finish()
@@ -168,6 +176,8 @@ struct PushWork: Sendable {
     var files: [DICOMFile]
     var index: Int
     var of: Int
+
+    func with(files: [DICOMFile]) -> PushWork { PushWork(study: study, files: files, index: index, of: of) }
 }
 
 final class WorkQueue: @unchecked Sendable {
@@ -184,6 +194,11 @@ final class WorkQueue: @unchecked Sendable {
             return items[position]
         }
     }
+
+    /// Queues `work` to be taken next, in order.
+    func putBack(_ work: [PushWork]) {
+        lock.withLock { items.insert(contentsOf: work, at: position) }
+    }
 }
 
 /// How one request ended, after its retries.
@@ -192,6 +207,8 @@ enum PushOutcome {
     /// Not stored: why, and whether any try got an HTTP answer (false: the server was never reached).
     case failed(reason: String, reachedServer: Bool)
     case refused(ClientError)
+    /// 413: the body is over the server's limit (split it, unless it is one file).
+    case tooLarge
 }
 
 struct StowSender: Sendable {
@@ -230,6 +247,8 @@ struct StowSender: Sendable {
                 return .answered(result)
             case 401, 403:
                 return .refused(ServiceClient.error(for: response))
+            case 413 where work.files.count > 1:
+                return .tooLarge
             case let status where RetryPolicy.isRetryable(status: status):
                 reason = "HTTP \(status) \(Problem(response).type)"
                 retryAfter = response.header("Retry-After")
@@ -314,6 +333,16 @@ final class PushProgress: @unchecked Sendable {
         }
     }
 
+    /// A request the server found too large becomes two.
+    func split(_ work: PushWork) {
+        lock.withLock {
+            totals.requests += 1
+            write("ichctl: study \(work.study) request \(work.index)/\(work.of): over the server's body limit (413); "
+                  + "sending its \(work.files.count) instances in two requests\n", clearLine: true)
+            draw()
+        }
+    }
+
     func finished(_ work: PushWork, _ outcome: PushOutcome) {
         lock.withLock {
             var line = "study \(work.study) request \(work.index)/\(work.of): \(work.files.count) instances, "
@@ -335,6 +364,10 @@ final class PushProgress: @unchecked Sendable {
             case .refused(let error):
                 refusal = refusal ?? error
                 line += "refused"
+            case .tooLarge:
+                totals.anyAnswer = true
+                totals.failedByReason["HTTP 413 body-too-large", default: 0] += work.files.count
+                line += "not stored (over the server's body limit)"
             }
             done += work.files.count
             doneRequests += 1

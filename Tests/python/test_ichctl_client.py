@@ -196,6 +196,32 @@ def test_wrong_token_and_unreachable_server_are_exit_2(server, pushed, tmp_path)
     assert from_env.returncode == 0, from_env.stderr
 
 
+def test_requests_over_the_servers_body_limit_are_split(tmp_path):
+    """--max-request-bytes above the server's --max-body-bytes: each 413 splits the
+    request in two until the parts fit; a single file over the limit fails alone."""
+    require_binaries()
+    srv = Server(tmp_path / "data", service.test_bundle(), args=SERVER_ARGS + ["--max-body-bytes", "300000"],
+                 log_path=tmp_path / "server.log")
+    token = srv.token("ingest")
+    folder = tmp_path / "pacs"
+    folder.mkdir()
+    files = make_study(6, rows=256, cols=256, seed=4)  # about 130 KB each: two fit in a request, three do not
+    for k, f in enumerate(files):
+        (folder / f"s{k}.dcm").write_bytes(f.data)
+    big = make_study(1, rows=512, cols=512, seed=5)[0]  # about 520 KB: over the limit on its own
+    (folder / "big.dcm").write_bytes(big.data)
+    with srv:
+        result = ichctl("push", str(folder), "--json", server=srv, token=token, timeout=120)
+        stored = {sop for sop in (f.sop for f in files)
+                  if srv.client(srv.token("read")).get(f"/v1/instances/{sop}").status == 200}
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    counts = summary(result)
+    assert counts["stored"] == 6 and stored == {f.sop for f in files}, (counts, result.stderr)
+    assert counts["failedByReason"] == {"HTTP 413 body-too-large": 1}, counts
+    assert counts["requests"] >= 4, counts  # the first request and at least one split
+    assert "over the server's body limit (413)" in result.stderr
+
+
 def test_overloaded_server_is_retried_then_reported_failed(tmp_path):
     require_binaries()
     srv = Server(tmp_path / "data", service.test_bundle(), args=SERVER_ARGS + ["--queue-hard-limit", "0"],
