@@ -41,10 +41,14 @@ RUN apt-get update \
 COPY --from=build /out/bin/ /usr/local/bin/
 COPY Models/ /opt/ich/Models/
 WORKDIR /opt/ich
+# MALLOC_ARENA_MAX: glibc otherwise keeps per-thread arenas that connection
+# bursts grew (193 -> 314 MiB over 25 rounds of 200 slow clients; flat at
+# 236 MiB with 2 arenas; docs/RELIABILITY.md, "Load").
 ENV ICH_HOST=0.0.0.0 \
     ICH_PORT=8080 \
     ICH_DATA_DIR=/var/lib/ich \
-    ICH_MODEL=/opt/ich/Models/default
+    ICH_MODEL=/opt/ich/Models/default \
+    MALLOC_ARENA_MAX=2
 VOLUME ["/var/lib/ich"]
 USER 10001:10001
 EXPOSE 8080

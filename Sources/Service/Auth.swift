@@ -37,8 +37,32 @@ public enum Auth {
 
     static let challenge = [("WWW-Authenticate", "Bearer realm=\"ich-triage\"")]
 
-    /// The principal for the request's token, or the 401/403 problem.
+    /// The principal for the request's token, or the 401/403 problem. Blocks
+    /// on the token lookup: for the HTTP layer's head check, on its own queue.
     static func authorize(_ headers: HTTPHeaders, needs scope: Scope, tokens db: DatabaseQueue) throws(Problem) -> Principal {
+        let presented = try presentedHash(headers)
+        do {
+            return try grant(try db.sync { try TokenStore.find($0, hash: presented) }, presented: presented, needs: scope)
+        } catch let problem as Problem {
+            throw problem
+        } catch {
+            throw .databaseUnavailable("Tokens cannot be checked")
+        }
+    }
+
+    /// `authorize` for handlers, which run on Swift concurrency's threads.
+    static func authorize(_ headers: HTTPHeaders, needs scope: Scope, tokens db: DatabaseQueue) async throws(Problem) -> Principal {
+        let presented = try presentedHash(headers)
+        let record: TokenRecord?
+        do {
+            record = try await db.read { try TokenStore.find($0, hash: presented) }
+        } catch {
+            throw .databaseUnavailable("Tokens cannot be checked")
+        }
+        return try grant(record, presented: presented, needs: scope)
+    }
+
+    private static func presentedHash(_ headers: HTTPHeaders) throws(Problem) -> [UInt8] {
         guard let header = headers["Authorization"] else {
             throw Problem(401, "unauthorized", "This endpoint needs an 'Authorization: Bearer <token>' header.", headers: challenge)
         }
@@ -46,13 +70,10 @@ public enum Auth {
         guard parts.count == 2, parts[0].lowercased() == "bearer" else {
             throw Problem(401, "unauthorized", "The Authorization header must use the Bearer scheme.", headers: challenge)
         }
-        let presented = hash(String(parts[1]).trimmingCharacters(in: .whitespaces))
-        let record: TokenRecord?
-        do {
-            record = try db.sync { try TokenStore.find($0, hash: presented) }
-        } catch {
-            throw .databaseUnavailable("Tokens cannot be checked")
-        }
+        return hash(String(parts[1]).trimmingCharacters(in: .whitespaces))
+    }
+
+    private static func grant(_ record: TokenRecord?, presented: [UInt8], needs scope: Scope) throws(Problem) -> Principal {
         guard let record, constantTimeEqual(record.hash, presented), let granted = Scope(rawValue: record.scope) else {
             throw Problem(401, "unauthorized", "The bearer token is not valid.", headers: challenge)
         }

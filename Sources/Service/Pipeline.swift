@@ -25,6 +25,7 @@ final class Pipeline: @unchecked Sendable {
     private(set) var batcher: Batcher<Job>!
     private let lock = NSLock()
     private var classifier: Classifier?
+    private var stopping = false
 
     init(writer: DatabaseQueue, spool: Spool, metrics: ServiceMetrics, logger: Logger, modelID: String, policy: BatchPolicy) {
         self.writer = writer
@@ -59,7 +60,11 @@ final class Pipeline: @unchecked Sendable {
         batcher.start()
     }
 
-    func stop() { batcher.stop() }
+    /// Finishes the batch in flight; one whose results cannot be stored stops retrying and stays queued.
+    func stop() {
+        lock.withLock { stopping = true }
+        batcher.stop()
+    }
 
     /// Spools each item (fsynced), commits their job rows in one transaction,
     /// then queues the new ones. Returns per item whether it was new (false:
@@ -137,22 +142,35 @@ final class Pipeline: @unchecked Sendable {
         metrics.queueDepth.set(Double(batcher.depth))
     }
 
-    /// Commits a batch's outcomes, retrying for about two minutes (a full disk
-    /// or a locked database usually clears). On giving up the jobs stay queued
-    /// with their spool files and run again on the next start.
+    /// Commits a batch's outcomes, retrying until it works (a full disk or a
+    /// locked database clears when an operator acts; giving up would leave the
+    /// jobs queued until a restart) or until shutdown, after which the jobs stay
+    /// queued with their spool files and run again on the next start.
     private func store(_ outcomes: [(sopInstanceUID: String, outcome: JobOutcome)]) -> Bool {
-        for attempt in 1...40 {
+        var attempt = 0
+        while true {
+            attempt += 1
             do {
                 let time = Date().timeIntervalSince1970
                 _ = try writer.write { try JobQueue.complete($0, outcomes, model: modelID, at: time) }
+                if attempt > 1 { logger.notice("results stored after retrying", metadata: ["attempts": "\(attempt)"]) }
                 return true
             } catch {
                 metrics.error("database")
-                logger.error("storing results failed; retrying", metadata: ["attempt": "\(attempt)"])
-                Thread.sleep(forTimeInterval: min(5, 0.1 * Double(attempt)))
+                if attempt == 1 || attempt.isMultiple(of: 20) {
+                    logger.error("storing results failed; retrying", metadata: ["attempt": "\(attempt)", "error": "\(loggable(error))"])
+                }
+            }
+            let wait = min(2.0, 0.1 * Double(attempt))
+            let deadline = Date().addingTimeInterval(wait)
+            while Date() < deadline {
+                if lock.withLock({ stopping }) {
+                    logger.warning("results not stored before shutdown; the jobs stay queued for the next start",
+                                   metadata: ["jobs": "\(outcomes.count)"])
+                    return false
+                }
+                Thread.sleep(forTimeInterval: 0.05)
             }
         }
-        logger.critical("results not stored; the jobs stay queued until the next start", metadata: ["jobs": "\(outcomes.count)"])
-        return false
     }
 }

@@ -64,20 +64,20 @@ final class ServiceContext: Sendable {
     }
 
     /// Records a read of patient results; a failed audit write fails the read.
-    func audit(_ principal: Principal, _ action: String, study: String?, instance: String? = nil) throws(Problem) {
+    func audit(_ principal: Principal, _ action: String, study: String?, instance: String? = nil) async throws(Problem) {
+        let time = Date().timeIntervalSince1970
         do {
-            try writer.write {
-                try AuditLog.record($0, tokenID: principal.tokenID, action: action, study: study, instance: instance,
-                                    at: Date().timeIntervalSince1970)
+            try await writer.transaction {
+                try AuditLog.record($0, tokenID: principal.tokenID, action: action, study: study, instance: instance, at: time)
             }
         } catch {
             throw .databaseUnavailable("The audit log cannot be written")
         }
     }
 
-    func read<T>(_ body: (Storage.Connection) throws -> T) throws(Problem) -> T {
+    func read<T: Sendable>(_ body: @escaping @Sendable (Storage.Connection) throws -> T) async throws(Problem) -> T {
         do {
-            return try reader.sync(body)
+            return try await reader.read(body)
         } catch {
             metrics.error("database")
             throw .databaseUnavailable("The database cannot be read")

@@ -1,4 +1,5 @@
 import Glibc
+import Storage
 
 /// Why the service could not start or could not keep an upload.
 public enum ServiceError: Error, Sendable, Equatable {
@@ -21,4 +22,15 @@ public enum ServiceError: Error, Sendable, Equatable {
 
 extension ServiceError: CustomStringConvertible {
     public var description: String { detail }
+}
+
+/// What a log line may say about an error: the messages of our typed errors
+/// name paths, calls and SQL statements, never request data; other errors
+/// only by their type.
+func loggable(_ error: any Error) -> String {
+    switch error {
+    case let error as StorageError: error.detail
+    case let error as ServiceError: error.detail
+    default: "\(type(of: error))"
+    }
 }

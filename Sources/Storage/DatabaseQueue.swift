@@ -23,4 +23,20 @@ public final class DatabaseQueue: @unchecked Sendable {
     public func write<T>(_ body: (Connection) throws -> T) throws -> T {
         try queue.sync { try connection.transaction { try body(connection) } }
     }
+
+    /// `sync` for async callers: the task waits without holding one of Swift
+    /// concurrency's few threads, so a locked database (up to the busy timeout)
+    /// cannot starve requests that need no database, such as `/healthz`.
+    public func read<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try body(self.connection) }) }
+        }
+    }
+
+    /// `write` for async callers (see `read`).
+    public func transaction<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try self.connection.transaction { try body(self.connection) } }) }
+        }
+    }
 }

@@ -94,9 +94,8 @@ struct Serve: AsyncParsableCommand {
                     try await service.waitForModel()
                     return nil
                 } catch {
-                    if Task.isCancelled { return nil }
-                    logger.critical("cannot serve", metadata: ["detail": "\(error)"])
-                    return 1
+                    // The service has logged why (one critical line); exit so a supervisor notices.
+                    return Task.isCancelled ? nil : 1
                 }
             }
             for await result in group {

@@ -201,7 +201,7 @@ def test_healthz_and_readyz_are_open(server):
     assert health.status == 200 and health.json() == {"status": "alive"}
     ready = client.get("/readyz", token=None)
     assert ready.status == 200
-    assert ready.json() == {"status": "ready", "checks": {"model": True, "database": True, "queue": True}}
+    assert ready.json() == {"status": "ready", "checks": {"model": True, "database": True, "storage": True, "queue": True}}
 
 
 def test_head_is_allowed_wherever_get_is(server, reader):
@@ -1144,7 +1144,7 @@ def test_restart_resumes_pending_jobs_and_overload(fresh_server):
     assert admin.post_instance(files[1].data).status == 202
     ready = srv.client().get("/readyz", token=None)
     assert ready.status == 503, "the queue is at its high-water mark"
-    assert ready.json() == {"status": "not-ready", "checks": {"model": True, "database": True, "queue": False}}
+    assert ready.json() == {"status": "not-ready", "checks": {"model": True, "database": True, "storage": True, "queue": False}}
     assert admin.post_instance(other.data).status == 202
     for attempt in (lambda: admin.post_instance(files[2].data), lambda: admin.stow([files[2].data])):
         response = attempt()

@@ -30,6 +30,11 @@ public final class HTTPServer: @unchecked Sendable {
     private let lock = NSLock()
     private let acceptQueue = DispatchQueue(label: "http.accept")
     private var listener: DispatchSourceRead?
+    /// When `accept` last failed and was logged; later failures within a second are only counted.
+    private var acceptFailureLogged: ContinuousClock.Instant?
+    private var acceptFailuresSinceLog = 0
+    /// The listener while accepting is paused (suspended); resumed even after shutdown so its cancellation completes.
+    private var pausedListener: (any DispatchSourceRead)?
     private var connections: [ObjectIdentifier: Connection] = [:]
     private var shuttingDown = false
 
@@ -59,12 +64,38 @@ public final class HTTPServer: @unchecked Sendable {
         let fd = try Self.listen(host: configuration.host, port: configuration.port, backlog: configuration.backlog)
         let port = try Self.localPort(fd)
         let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: acceptQueue)
-        source.setEventHandler { [self] in acceptConnections(fd) }
+        source.setEventHandler { [self] in acceptConnections(fd, source: source) }
         source.setCancelHandler { close(fd) }
         lock.withLock { listener = source }
         source.resume()
         logger.info("http server listening", metadata: ["host": "\(configuration.host)", "port": "\(port)"])
         return port
+    }
+
+    /// Out of descriptors (EMFILE, ENFILE) or kernel memory: the connection stays
+    /// in the backlog and the listener would fire again at once, spinning and
+    /// flooding the log. Stop listening for 100 ms instead, and log at most once a second.
+    private func pauseAccepting(_ source: any DispatchSourceRead, errno code: Int32) {
+        source.suspend()
+        let now = ContinuousClock.now
+        let suppressed: Int? = lock.withLock {
+            pausedListener = source
+            acceptFailuresSinceLog += 1
+            guard acceptFailureLogged.map({ now - $0 >= .seconds(1) }) ?? true else { return nil }
+            defer { acceptFailureLogged = now; acceptFailuresSinceLog = 0 }
+            return acceptFailuresSinceLog - 1
+        }
+        if let suppressed {
+            logger.warning("accept failed; pausing new connections for 100 ms",
+                           metadata: ["errno": "\(code)", "failures_since_last_log": "\(suppressed)"])
+        }
+        acceptQueue.asyncAfter(deadline: .now() + .milliseconds(100)) { [self] in
+            let paused = lock.withLock { () -> (any DispatchSourceRead)? in
+                defer { pausedListener = nil }
+                return pausedListener
+            }
+            paused?.resume()
+        }
     }
 
     /// Stops accepting, closes idle connections, lets in-flight requests finish
@@ -92,7 +123,7 @@ public final class HTTPServer: @unchecked Sendable {
         logger.info("http server stopped")
     }
 
-    private func acceptConnections(_ listenFD: Int32) {
+    private func acceptConnections(_ listenFD: Int32, source: any DispatchSourceRead) {
         while true {
             var address = sockaddr_storage()
             var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -106,8 +137,7 @@ public final class HTTPServer: @unchecked Sendable {
                     }
                 }.get()
             } catch {
-                // EMFILE and the like: log and let the next readiness event retry.
-                logger.warning("accept failed", metadata: ["errno": "\(error.errno)"])
+                pauseAccepting(source, errno: error.errno)
                 return
             }
             guard case .processed(let fd) = result else { return }

@@ -6,8 +6,8 @@ enum InstanceRoutes {
 
     static func instance(_ request: HTTPRequest, _ context: ServiceContext, _ principal: Principal) async throws(Problem) -> HTTPResponse {
         let sop = request.pathParameters["sop"] ?? ""
-        guard let record = try context.read({ try ResultStore.instance($0, sop) }) else { throw .notFound("instance") }
-        try context.audit(principal, "read-instance", study: record.studyInstanceUID, instance: sop)
+        guard let record = try await context.read({ try ResultStore.instance($0, sop) }) else { throw .notFound("instance") }
+        try await context.audit(principal, "read-instance", study: record.studyInstanceUID, instance: sop)
         let body = Representation.instance(record, model: context.model)
         return HTTPResponse(status: 200, headers: StudyRoutes.json, body: body.serialized())
     }

@@ -8,24 +8,24 @@ enum OperationRoutes {
     }
 
     /// Ready when the model has run a warm-up pass, the database takes a write
-    /// lock, and the queue is below its high-water mark.
+    /// lock, its file system is writable with room to spare, and the queue is
+    /// below its high-water mark.
     static func ready(_ request: HTTPRequest, _ context: ServiceContext) async -> HTTPResponse {
         let model = context.modelReady
-        var database = true
-        do {
-            try context.writer.sync { db in
-                try db.execute("BEGIN IMMEDIATE")
-                try db.execute("ROLLBACK")
-            }
-        } catch {
-            database = false
-        }
+        let database = (try? await context.writer.read { db -> Bool in
+            try db.execute("BEGIN IMMEDIATE")
+            try db.execute("ROLLBACK")
+            return true
+        }) ?? false
+        let storage = StorageProbe.acceptsWrites(context.configuration.dataDirectory)
         let queue = context.pipeline.depth < context.configuration.queueHighWater
-        let ready = model && database && queue
+        let ready = model && database && storage && queue
         context.metrics.ready.set(ready ? 1.0 : 0.0)
         let body = JSONValue.object([
             ("status", .string(ready ? "ready" : "not-ready")),
-            ("checks", .object([("model", .bool(model)), ("database", .bool(database)), ("queue", .bool(queue))])),
+            ("checks", .object([
+                ("model", .bool(model)), ("database", .bool(database)), ("storage", .bool(storage)), ("queue", .bool(queue)),
+            ])),
         ])
         return HTTPResponse(status: ready ? 200 : 503, headers: StudyRoutes.json, body: body.serialized())
     }

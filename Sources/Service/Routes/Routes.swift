@@ -91,8 +91,9 @@ enum Routes {
                 var request = request
                 request.pathParameters = parameters
                 request.routeTemplate = t
-                let principal = try route.scope.map { scope throws(Problem) in
-                    try Auth.authorize(request.headers, needs: scope, tokens: context.reader)
+                var principal: Principal?
+                if let scope = route.scope {
+                    principal = try await Auth.authorize(request.headers, needs: scope, tokens: context.reader)
                 }
                 if route.ingest { try checkQueue(context) }
                 response = try await route.handler(request, context, principal)

@@ -18,11 +18,11 @@ enum StudyRoutes {
             }
             wait = value
         }
-        try context.audit(principal, "read-study", study: uid)
+        try await context.audit(principal, "read-study", study: uid)
         let deadline = ContinuousClock.now + .milliseconds(Int(wait * 1000))
         while true {
             let now = Date().timeIntervalSince1970
-            let (study, instances) = try context.read { db in
+            let (study, instances) = try await context.read { db in
                 (try ResultStore.study(db, uid), try ResultStore.instances(db, study: uid))
             }
             guard let study else { throw .notFound("study") }
@@ -70,8 +70,9 @@ enum StudyRoutes {
             guard let value = decodeCursor(text) else { throw .invalidParameter("cursor", "a nextCursor value from an earlier page") }
             cursor = value
         }
-        try context.audit(principal, "read-worklist", study: nil)
-        let studies = try context.read { try ResultStore.worklist($0, minimumAny: minimumAny, since: since, after: cursor, limit: limit + 1) }
+        try await context.audit(principal, "read-worklist", study: nil)
+        let (floor, after, from, count) = (minimumAny, since, cursor, limit + 1)
+        let studies = try await context.read { try ResultStore.worklist($0, minimumAny: floor, since: after, after: from, limit: count) }
         let page = studies.prefix(limit)
         let next: JSONValue = studies.count > limit ? page.last.map {
             .string(encodeCursor(ResultStore.Cursor(anyMaximum: $0.maxima.map { Double($0[0]) } ?? -1, studyInstanceUID: $0.studyInstanceUID)))
@@ -106,7 +107,7 @@ enum StudyRoutes {
         let uid = request.pathParameters["study"] ?? ""
         let spoolFiles: [String]?
         do {
-            spoolFiles = try context.writer.write { db in
+            spoolFiles = try await context.writer.transaction { db in
                 let files = try JobQueue.deleteStudy(db, uid)
                 if files != nil {
                     try AuditLog.record(db, tokenID: principal.tokenID, action: "delete-study", study: uid, at: Date().timeIntervalSince1970)
