@@ -4,8 +4,8 @@
 #   docker build -t ich-triage .
 #   docker run -p 8080:8080 -v ich-data:/var/lib/ich ich-triage
 #
-# The image serves Models/default (a trained bundle, see README "Container"): the build
-# context must hold it.
+# The image serves Models/default (the synthetic-data bundle of Models/, see README
+# "Container"); the build context holds it.
 
 FROM swift:6.3-bookworm AS build
 # Unpinned like the Makefile's: Debian 12's stable packages, security fixes included.

@@ -50,7 +50,7 @@ test-python:
 	ICHCTL=$(CURDIR)/.build/release/ichctl ICH_SERVER=$(CURDIR)/.build/release/ich-server $(VENV)/bin/pytest -q Tests/python
 
 # The default model is Models/default (a trained bundle, see Models/README.md).
-# Until one is there, `make run` builds a placeholder bundle with seeded random
+# Without one (a checkout that removed it), `make run` builds a placeholder bundle with seeded random
 # weights; it says so in model.json and in every API response.
 DATA_DIR ?= data
 PLACEHOLDER_MODEL := .build-models/placeholder-inception_v3
