@@ -747,6 +747,20 @@ def make_read_only(fs: Ext4) -> None:
         pytest.skip(f"the file system is still writable after trigger_fs_error (options {options.strip()})")
 
 
+def serve_one_done_study(rig, data: Path, bundle: Path, *, stable_age: str, seed: int):
+    """A started server with one 4-slice study stored and processed: (server, client, admin token, acknowledged)."""
+    srv = rig.server(data, bundle, args=["--max-batch", "4", "--max-delay-ms", "5", "--threads", "2",
+                                         "--stable-age", stable_age])
+    token = srv.token("admin")
+    srv.start()
+    client = srv.client(token)
+    study = make_study(4, seed=seed)
+    assert client.stow([f.data for f in study]).status == 200
+    for f in study:
+        assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
+    return srv, client, token, {f.sop: f.study for f in study}
+
+
 def test_read_only_file_system_at_run_time(bundle, rig, tmp_path):
     """tmpfs cannot be remounted read-only under the running server (`mount -o
     remount,ro` fails with EBUSY: SQLite holds files open for writing). An ext4
@@ -754,18 +768,9 @@ def test_read_only_file_system_at_run_time(bundle, rig, tmp_path):
     restart of the server."""
     fs = mount_ext4(rig, tmp_path)
     data = fs.point / "data"
-    srv = rig.server(data, bundle, args=["--max-batch", "4", "--max-delay-ms", "5", "--threads", "2",
-                                         "--stable-age", "1"])
-    token = srv.token("admin")
-    srv.start()
-    client = srv.client(token)
-    acknowledged: dict[str, str] = {}
+    srv, client, token, acknowledged = serve_one_done_study(rig, data, bundle, stable_age="1", seed=91)
+    first_study = next(iter(acknowledged.values()))
     refused: set[str] = set()
-    study_a = make_study(4, seed=91)
-    assert client.stow([f.data for f in study_a]).status == 200
-    acknowledged.update((f.sop, f.study) for f in study_a)
-    for f in study_a:
-        assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
 
     make_read_only(fs)
     single = make_study(1, seed=92)[0]
@@ -776,7 +781,7 @@ def test_read_only_file_system_at_run_time(bundle, rig, tmp_path):
     refused.update(p.sop for p in parts)
     assert client.get("/healthz", token=None).status == 200
     assert client.get("/metrics").status == 200
-    read = assert_read_answered(client.get(f"/v1/studies/{study_a[0].study}"))
+    read = assert_read_answered(client.get(f"/v1/studies/{first_study}"))
     readyz = client.get("/readyz", token=None)
     print(f"read while read-only: {read}; /readyz {readyz.status} {readyz.body.decode()}")
     assert srv.stop() == 0
@@ -843,18 +848,9 @@ def test_locked_database_at_run_time(bundle, rig, tmp_path, locked_database):
     data = tmp_path / "data"
     # --stable-age 600: no study settles during the test, so the notifier does not
     # queue its own 5 s waits on the writer in front of the requests.
-    srv = rig.server(data, bundle, args=["--max-batch", "4", "--max-delay-ms", "5", "--threads", "2",
-                                         "--stable-age", "600"])
-    token = srv.token("admin")
-    srv.start()
-    client = srv.client(token)
-    acknowledged: dict[str, str] = {}
+    srv, client, _, acknowledged = serve_one_done_study(rig, data, bundle, stable_age="600", seed=101)
+    first_study = next(iter(acknowledged.values()))
     refused: set[str] = set()
-    study_a = make_study(4, seed=101)
-    assert client.stow([f.data for f in study_a]).status == 200
-    acknowledged.update((f.sop, f.study) for f in study_a)
-    for f in study_a:
-        assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
 
     lock = locked_database(data / "ich.sqlite")
     single = make_study(1, seed=102)[0]
@@ -864,7 +860,7 @@ def test_locked_database_at_run_time(bundle, rig, tmp_path, locked_database):
     readyz = client.get("/readyz", token=None)
     assert readyz.status == 503, repr(readyz)
     assert readyz.json()["checks"] == {"model": True, "database": False, "storage": True, "queue": True}, readyz.json()
-    read = assert_read_answered(client.get(f"/v1/studies/{study_a[0].study}"))
+    read = assert_read_answered(client.get(f"/v1/studies/{first_study}"))
     assert client.get("/healthz", token=None).status == 200
     print(f"read while locked: {read}")
     lock.execute("ROLLBACK")
@@ -875,7 +871,7 @@ def test_locked_database_at_run_time(bundle, rig, tmp_path, locked_database):
     while (readyz := client.get("/readyz", token=None)).status != 200:
         assert time.monotonic() < deadline, f"/readyz not 200 after the lock was released: {readyz!r}"
         time.sleep(0.2)
-    assert client.get(f"/v1/studies/{study_a[0].study}").status == 200
+    assert client.get(f"/v1/studies/{first_study}").status == 200
     after = make_study(2, seed=103)
     for f in after:
         assert client.post_instance(f.data).status == 202
