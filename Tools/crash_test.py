@@ -268,6 +268,18 @@ def spool_files(data_dir: Path) -> set[str]:
         return set()
 
 
+def spool_changes(data_dir: Path, deadline: float, interval: float, *, removed: bool) -> bool:
+    """Polls spool/ until a file disappears (removed) or appears; False at the deadline."""
+    before = spool_files(data_dir)
+    while time.monotonic() < deadline:
+        now = spool_files(data_dir)
+        if (before - now) if removed else (now - before):
+            return True
+        before = now
+        time.sleep(interval)
+    return False
+
+
 def wait_and_kill(aim: str, srv: Server, state: State, token: str, rng: random.Random, limit: float) -> str:
     """Waits for the moment `aim` looks for (at most `limit` seconds) and kills the server.
     Returns what the kill hit."""
@@ -280,16 +292,8 @@ def wait_and_kill(aim: str, srv: Server, state: State, token: str, rng: random.R
         watch_spool = rng.random() < 0.5
         if watch_spool:
             # A spool file deleted: its batch has just committed; more deletions (and the next batch) follow.
-            before = spool_files(srv.data_dir)
-            while time.monotonic() < deadline:
-                now = spool_files(srv.data_dir)
-                if before - now:
-                    what = "spool file deleted (just after a commit)"
-                    break
-                before = now
-                time.sleep(0.001)
-            else:
-                what = "timeout waiting for a commit"
+            what = ("spool file deleted (just after a commit)" if spool_changes(srv.data_dir, deadline, 0.001, removed=True)
+                    else "timeout waiting for a commit")
         else:
             text = read_metrics(srv.port, token)
             base = metric(text or "", "ich_batch_size_count") or 0.0
@@ -319,16 +323,9 @@ def wait_and_kill(aim: str, srv: Server, state: State, token: str, rng: random.R
                 what = "timeout waiting for a body in tmp/"
             time.sleep(rng.uniform(0, 0.02))
         elif variant < 0.6:
-            before = spool_files(srv.data_dir)
-            while time.monotonic() < deadline:
-                now = spool_files(srv.data_dir)
-                if now - before:
-                    what = "new spool file (spool write, job row not yet committed)"
-                    break
-                before = now
-                time.sleep(0.0005)
-            else:
-                what = "timeout waiting for a new spool file"
+            what = ("new spool file (spool write, job row not yet committed)"
+                    if spool_changes(srv.data_dir, deadline, 0.0005, removed=False)
+                    else "timeout waiting for a new spool file")
         else:
             mark = state.large_sent_at
             while time.monotonic() < deadline and state.large_sent_at == mark:

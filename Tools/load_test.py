@@ -118,26 +118,24 @@ def log(message: str) -> None:
 # The server process, seen from /proc
 
 
-def rss_kib(pid: int) -> int | None:
+def status_field(pid: int, name: str) -> int | None:
+    """An integer field of /proc/<pid>/status ("VmRSS" in KiB, "Threads"), None when gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(name + ":"):
                     return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def rss_kib(pid: int) -> int | None:
+    return status_field(pid, "VmRSS")
 
 
 def thread_count(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+    return status_field(pid, "Threads")
 
 
 def fd_count(pid: int) -> int | None:

@@ -47,7 +47,7 @@ final class ServiceContext: Sendable {
             return throttle.retryAfter(address, now: now) != nil
         }
         if blocked {
-            metrics.error("too-many-auth-failures")
+            // The 429s themselves are counted with the other problems, by Routes.check.
             logger.warning("client address refused after repeated failed authentication", metadata: ["address": "\(address)"])
         }
     }

@@ -57,7 +57,8 @@ struct Serve: AsyncParsableCommand {
         configuration.queueHighWater = try setting(queueHighWater, "ICH_QUEUE_HIGH_WATER", configuration.queueHighWater)
         configuration.queueHardLimit = try setting(queueHardLimit, "ICH_QUEUE_HARD_LIMIT", configuration.queueHardLimit)
         configuration.authFailureLimit = try setting(authFailureLimit, "ICH_AUTH_FAILURE_LIMIT", configuration.authFailureLimit)
-        configuration.publicURL = try setting(publicURL, "ICH_PUBLIC_URL", "").trimmingSuffix("/").nilIfEmpty
+        let base = try setting(publicURL, "ICH_PUBLIC_URL", "")
+        configuration.publicURL = base.isEmpty ? nil : String(base.hasSuffix("/") ? base.dropLast() : base[...])
         configuration.webhooks = try webhookConfiguration()
         guard configuration.maxBatch >= 1, configuration.maxBatch <= 64, configuration.maxDelay >= 0, configuration.threads >= 1,
               configuration.authFailureLimit >= 0 else {
@@ -133,11 +134,6 @@ extension Serve {
         webhooks.retryCap = max(webhooks.retryCap, webhooks.retryBase)
         return webhooks
     }
-}
-
-extension String {
-    func trimmingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
-    var nilIfEmpty: String? { isEmpty ? nil : self }
 }
 
 nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []

@@ -583,14 +583,7 @@ def test_disk_full_at_run_time(bundle, rig, tmp_path):
     # (a) Full, nothing queued: uploads refused, service alive.
     filler = fill(point)
     spool_before = set(os.listdir(data / "spool"))
-    single = make_study(1, seed=62)[0]
-    assert_unavailable(client.post_instance(single.data), "storage-unavailable")
-    refused.add(single.sop)
-    parts = make_study(2, seed=63)
-    assert_unavailable(client.stow([p.data for p in parts]), "storage-unavailable")
-    refused.update(p.sop for p in parts)
-    assert client.get("/healthz", token=None).status == 200
-    assert client.get("/metrics").status == 200
+    refused |= assert_uploads_refused_while_alive(client, seed=62)
     reads.append(assert_read_answered(client.get(f"/v1/studies/{study_a[0].study}")))
 
     # (b) Room for the spool file (3 pages) but not for the commit: refused, and the file is gone.
@@ -747,6 +740,18 @@ def make_read_only(fs: Ext4) -> None:
         pytest.skip(f"the file system is still writable after trigger_fs_error (options {options.strip()})")
 
 
+def assert_uploads_refused_while_alive(client, seed: int) -> set[str]:
+    """A single upload and a 2-part STOW both get 503 storage-unavailable while
+    /healthz and /metrics answer; returns the refused SOP Instance UIDs."""
+    single = make_study(1, seed=seed)[0]
+    assert_unavailable(client.post_instance(single.data), "storage-unavailable")
+    parts = make_study(2, seed=seed + 1)
+    assert_unavailable(client.stow([p.data for p in parts]), "storage-unavailable")
+    assert client.get("/healthz", token=None).status == 200
+    assert client.get("/metrics").status == 200
+    return {single.sop} | {p.sop for p in parts}
+
+
 def serve_one_done_study(rig, data: Path, bundle: Path, *, stable_age: str, seed: int):
     """A started server with one 4-slice study stored and processed: (server, client, admin token, acknowledged)."""
     srv = rig.server(data, bundle, args=["--max-batch", "4", "--max-delay-ms", "5", "--threads", "2",
@@ -773,14 +778,7 @@ def test_read_only_file_system_at_run_time(bundle, rig, tmp_path):
     refused: set[str] = set()
 
     make_read_only(fs)
-    single = make_study(1, seed=92)[0]
-    assert_unavailable(client.post_instance(single.data), "storage-unavailable")
-    refused.add(single.sop)
-    parts = make_study(2, seed=93)
-    assert_unavailable(client.stow([p.data for p in parts]), "storage-unavailable")
-    refused.update(p.sop for p in parts)
-    assert client.get("/healthz", token=None).status == 200
-    assert client.get("/metrics").status == 200
+    refused |= assert_uploads_refused_while_alive(client, seed=92)
     read = assert_read_answered(client.get(f"/v1/studies/{first_study}"))
     readyz = client.get("/readyz", token=None)
     print(f"read while read-only: {read}; /readyz {readyz.status} {readyz.body.decode()}")
