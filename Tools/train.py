@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-steps", type=int, help="at most N training steps (and validation batches) per epoch")
     p.add_argument("--no-augment", action="store_true", help="no flips or shifts")
     p.add_argument("--shift", type=int, help="largest shift in pixels (default size/32)")
+    p.add_argument("--oversample", type=parse_oversample, default={}, metavar="LABEL=K[,LABEL=K]",
+                   help="show training slices positive for LABEL K times as often, e.g. epidural=3 (rare labels; "
+                        "an epoch keeps its number of steps)")
     p.add_argument("--precise-bn", type=int, metavar="BATCHES",
                    help="recompute BatchNorm statistics over this many training batches at the end (default 50, "
                         "or --limit-steps when smaller; 0: keep Keras's moving averages)")
@@ -194,6 +197,28 @@ def resolve_settings(args) -> preprocess.Settings:
 
 # --------------------------------------------------------------------------
 # Split, cache and loading (no Keras here: these run in worker processes too)
+
+
+def parse_oversample(text: str) -> dict[str, int]:
+    factors = {}
+    for part in text.split(","):
+        label, _, k = part.partition("=")
+        if label not in LABELS or not k.isdigit() or int(k) < 1:
+            raise argparse.ArgumentTypeError(f"expected LABEL=K with LABEL one of {', '.join(LABELS)} and K >= 1, "
+                                             f"got {part!r}")
+        factors[label] = int(k)
+    return factors
+
+
+def epoch_order(train_idx: np.ndarray, labels: np.ndarray, factors: dict[str, int], length: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """`length` training indices in random order; a slice positive for an oversampled label appears as often as
+    its largest factor says, relative to the others."""
+    repeats = np.ones(len(train_idx), dtype=np.int64)
+    for label, k in factors.items():
+        positive = labels[train_idx, LABELS.index(label)] >= 0.5
+        repeats[positive] = np.maximum(repeats[positive], k)
+    return np.resize(rng.permutation(np.repeat(train_idx, repeats)), length)
 
 
 def split_by_study(studies: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -728,7 +753,7 @@ def train(args, run, settings, dataset, train_idx, val_idx, config, previous, in
     y = dataset.labels
     for epoch in range(start_epoch, args.epochs):
         rng = np.random.default_rng([args.seed, epoch])
-        order = np.resize(rng.permutation(train_idx), steps * batch)
+        order = epoch_order(train_idx, y, args.oversample, steps * batch, rng)
         data = make_dataset(keras, inputs, y, order, batch, augment=not args.no_augment, shift=shift,
                             seed=args.seed, epoch=epoch, workers=4 if inputs.cache is not None else 2)
         started = time.monotonic()
@@ -792,7 +817,7 @@ def train(args, run, settings, dataset, train_idx, val_idx, config, previous, in
     trained_on = (f"{what}: {len(train_idx)} slices of {n_train_studies} studies, {len(val_idx)} slices of "
                   f"{len(set(val.studies))} studies held out for validation; Tools/train.py {args.arch} "
                   f"{settings.size}x{settings.size}, {len(state['history'])} epoch(s) of {steps} steps, batch {batch}, "
-                  f"lr {args.lr:g}")
+                  f"lr {args.lr:g}" + "".join(f", {label} slices shown {k}x" for label, k in args.oversample.items()))
     command = convert_command(args, run, settings, choice["thresholds"], trained_on, phantom is not None)
     text = command + "\n"
     if settings.manifest_preprocessing() != preprocess.Settings(size=settings.size).manifest_preprocessing():

@@ -409,6 +409,24 @@ def test_split_by_study_is_seeded_and_disjoint():
     assert again[2] == val_ids
 
 
+def test_oversampling_repeats_rare_positives_and_keeps_the_epoch_length():
+    labels = np.zeros((100, 6), dtype=np.float32)
+    labels[:10, 1] = 1  # epidural
+    labels[5:10, 4] = 1  # subarachnoid as well: the larger factor wins, not the product
+    train_idx = np.arange(20, 100).tolist() + list(range(10))
+    order = train.epoch_order(np.array(train_idx), labels, {"epidural": 3, "subarachnoid": 2}, 500,
+                              np.random.default_rng(0))
+    assert len(order) == 500 and set(order) == set(train_idx)
+    one_pass = order[: 80 + 10 * 3]
+    counts = np.bincount(one_pass, minlength=100)
+    assert (counts[:10] == 3).all() and (counts[20:] == 1).all() and (counts[10:20] == 0).all()
+    plain = train.epoch_order(np.array(train_idx), labels, {}, 90, np.random.default_rng(0))
+    assert sorted(plain) == sorted(train_idx)
+    with pytest.raises(Exception, match="LABEL=K"):
+        train.parse_oversample("edh=3")
+    assert train.parse_oversample("epidural=3,subarachnoid=2") == {"epidural": 3, "subarachnoid": 2}
+
+
 def test_augmentation_flips_and_shifts_with_air():
     x = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3) + 1
     out = train.augment_batch(x, np.random.default_rng(0), shift=1)
