@@ -10,7 +10,7 @@ private struct Harness {
 
     init(
         _ configure: (inout HTTPServerConfiguration) -> Void = { _ in },
-        headCheck: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil
+        headCheck: (@Sendable (HTTPRequestHead) -> HeadDecision)? = nil
     ) {
         var configuration = HTTPServerConfiguration(bodyDirectory: "/tmp")
         configure(&configuration)
@@ -147,12 +147,12 @@ private let getB = "GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
 }
 
 @Test func headCheckRejectionWithABodyClosesWithout100() {
-    var h = Harness(headCheck: { _ in HTTPResponse(status: 401) })
+    var h = Harness(headCheck: { _ in .refuse(HTTPResponse(status: 401)) })
     #expect(h.send("PUT /p HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n") == ["respond 401 close", "close"])
 }
 
 @Test func headCheckRejectionWithoutABodyKeepsTheConnection() {
-    var h = Harness(headCheck: { $0.path == "/a" ? HTTPResponse(status: 401) : nil })
+    var h = Harness(headCheck: { $0.path == "/a" ? .refuse(HTTPResponse(status: 401)) : .admit(nil) })
     #expect(h.send(getA + getB) == ["respond 401", "deliver GET /b 0", "pause"])
 }
 

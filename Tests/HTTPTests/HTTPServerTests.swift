@@ -203,13 +203,25 @@ private func withServer(
 }
 
 @Test func expectContinueRejectedByHeadCheckGetsFinalResponseAndClose() async throws {
-    try await withServer(headCheck: { _, _ in HTTPResponse(status: 401, body: Array("no".utf8)) }) { port, _, _ in
+    try await withServer(headCheck: { _, _ in .refuse(HTTPResponse(status: 401, body: Array("no".utf8))) }) { port, _, _ in
         let client = try Client(port: port)
         client.send("PUT /p HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
         let response = try await #require(client.readResponse())
         #expect(response.status == 401)
         #expect(response.headers["connection"] == "close")
         #expect(await client.readsEOF())
+    }
+}
+
+@Test func whatTheHeadCheckAdmitsWithReachesTheHandler() async throws {
+    try await withServer(
+        headCheck: { head, _ in .admit(head.path == "/known" ? "caller-7" : nil) },
+        handler: { request in HTTPResponse(status: 200, body: Array(((request.head.admission as? String) ?? "none").utf8)) }
+    ) { port, _, _ in
+        let client = try Client(port: port)
+        client.send("POST /known HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(try await #require(client.readResponse()).text == "caller-7")
+        #expect(try await #require(client.readResponse()).text == "none")
     }
 }
 

@@ -30,6 +30,8 @@ public struct HTTPRequestHead: Sendable {
     public var queryItems: [(name: String, value: String)]
     public var version: HTTPVersion
     public var headers: HTTPHeaders
+    /// What the server's head check attached when it admitted the request.
+    public var admission: (any Sendable)?
 
     public init(method: String, target: String, version: HTTPVersion = .http1_1, headers: HTTPHeaders = .init())
         throws(HTTPParseError)

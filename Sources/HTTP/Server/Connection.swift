@@ -35,7 +35,6 @@ final class Connection: @unchecked Sendable {
     /// The body file of the request being handled; deleted when its handler returns.
     private var deliveredFile: String?
     private var pendingCancels = 0
-    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
 
     init(
         fd: Int32, remoteAddress: String, configuration: HTTPServerConfiguration,
@@ -46,7 +45,7 @@ final class Connection: @unchecked Sendable {
         self.fd = fd
         self.remoteAddress = remoteAddress
         self.queue = DispatchQueue(label: "http.connection")
-        let boundCheck: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? =
+        let boundCheck: (@Sendable (HTTPRequestHead) -> HeadDecision)? =
             if let headCheck { { head in headCheck(head, remoteAddress) } } else { nil }
         self.machine = ConnectionStateMachine(configuration: configuration, now: .now, headCheck: boundCheck)
         self.handler = handler
@@ -93,14 +92,16 @@ final class Connection: @unchecked Sendable {
 
     private func readable() {
         guard !closed else { return }
+        ReceiveBuffers.shared.withBuffer { readAvailable(into: $0) }
+    }
+
+    private func readAvailable(into buffer: UnsafeMutableRawBufferPointer) {
         // Bounded so one fast client cannot hold the queue; the source fires again.
         for _ in 0..<16 {
             guard !closed, !readSuspended || drainDeadline != nil else { return }
             let result: IOResult<Int>
             do throws(SystemError) {
-                result = try readBuffer.withUnsafeMutableBytes { buffer in
-                    Result { () throws(SystemError) in try syscall("recv") { recv(fd, buffer.baseAddress, buffer.count, 0) } }
-                }.get()
+                result = try syscall("recv") { recv(fd, buffer.baseAddress, buffer.count, 0) }
             } catch {
                 logger.debug("connection read failed", metadata: ["call": "\(error.call)", "errno": "\(error.errno)"])
                 teardown()
@@ -121,10 +122,7 @@ final class Connection: @unchecked Sendable {
                 return
             }
             if drainDeadline != nil { continue }  // discarding input after the final response
-            let actions = readBuffer.withUnsafeBytes { buffer in
-                machine.received(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), now: .now)
-            }
-            execute(actions)
+            execute(machine.received(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), now: .now))
         }
     }
 

@@ -40,7 +40,7 @@ struct ConnectionStateMachine {
     }
 
     let configuration: HTTPServerConfiguration
-    let headCheck: (@Sendable (HTTPRequestHead) -> HTTPResponse?)?
+    let headCheck: (@Sendable (HTTPRequestHead) -> HeadDecision)?
     private let parser: RequestHeadParser
     private var phase: Phase = .head(firstByte: nil)
     private var inbound: [UInt8] = []
@@ -50,7 +50,7 @@ struct ConnectionStateMachine {
     private var shuttingDown = false
     private var peerClosed = false
 
-    init(configuration: HTTPServerConfiguration, now: Instant, headCheck: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil) {
+    init(configuration: HTTPServerConfiguration, now: Instant, headCheck: (@Sendable (HTTPRequestHead) -> HeadDecision)? = nil) {
         self.configuration = configuration
         self.headCheck = headCheck
         parser = RequestHeadParser(maxHeaderBytes: configuration.maxHeaderBytes, maxHeaderCount: configuration.maxHeaderCount)
@@ -230,7 +230,11 @@ struct ConnectionStateMachine {
             expectContinue = true
         }
         let hasBody = framing != .none && framing != .length(0)
-        if let rejection = headCheck?(head) {
+        var head = head
+        switch headCheck?(head) {
+        case .admit(let admission): head.admission = admission
+        case nil: break
+        case .refuse(let rejection):
             // An unread body would be taken for the next request: close instead.
             let close = hasBody || !keepAlive || shuttingDown
             if close {

@@ -13,9 +13,15 @@ import Darwin
 public typealias HTTPHandler = @Sendable (HTTPRequest) async -> HTTPResponse
 
 /// Runs on the connection's queue when a request head is complete, with the
-/// peer's address, before any body is read: a response refuses the request.
-/// It must not block.
-public typealias HeadCheck = @Sendable (HTTPRequestHead, _ remoteAddress: String) -> HTTPResponse?
+/// peer's address, before any body is read. It must not block.
+public typealias HeadCheck = @Sendable (HTTPRequestHead, _ remoteAddress: String) -> HeadDecision
+
+public enum HeadDecision: Sendable {
+    /// Read the body and call the handler; what the check learned (who the
+    /// caller is, say) reaches it as `HTTPRequestHead.admission`.
+    case admit((any Sendable)?)
+    case refuse(HTTPResponse)
+}
 
 /// An HTTP/1.1 server on BSD sockets and Dispatch sources: one serial queue per
 /// connection, no thread per connection. `@unchecked Sendable` because its

@@ -31,7 +31,8 @@ enum Routes {
     /// Runs when a request head is complete, before its body is read: a
     /// request that will be refused (unknown route, bad token, full queue) is
     /// answered without receiving a body that may be hundreds of megabytes.
-    static func check(_ head: HTTPRequestHead, from address: String, router: Router<Route>, context: ServiceContext) -> HTTPResponse? {
+    /// An admitted request carries its `Principal` to `handle`, so the token is looked up once.
+    static func check(_ head: HTTPRequestHead, from address: String, router: Router<Route>, context: ServiceContext) -> HeadDecision {
         let problem: Problem
         let template: String
         switch router.match(method: head.method, path: head.path) {
@@ -41,12 +42,13 @@ enum Routes {
             (problem, template) = (methodNotAllowed(allowed), t)
         case .found(let route, _, let t):
             do throws(Problem) {
+                var principal: Principal?
                 if let scope = route.scope {
                     try context.checkAuthThrottle(address)
-                    _ = try Auth.authorize(head.headers, needs: scope, tokens: context.reader)
+                    principal = try Auth.authorize(head.headers, needs: scope, tokens: context.reader)
                 }
                 if route.ingest { try checkQueue(context) }
-                return nil
+                return .admit(principal)
             } catch {
                 if error.status == 401 { context.recordAuthFailure(address) }
                 (problem, template) = (error, t)
@@ -54,7 +56,7 @@ enum Routes {
         }
         context.metrics.error(problem.slug)
         context.metrics.request(route: template, method: head.method, status: problem.status, duration: .zero)
-        return problem.response
+        return .refuse(problem.response)
     }
 
     static func methodNotAllowed(_ allowed: [String]) -> Problem {
@@ -91,8 +93,8 @@ enum Routes {
                 var request = request
                 request.pathParameters = parameters
                 request.routeTemplate = t
-                var principal: Principal?
-                if let scope = route.scope {
+                var principal = request.head.admission as? Principal
+                if let scope = route.scope, principal == nil {  // only when no head check ran
                     principal = try await Auth.authorize(request.headers, needs: scope, tokens: context.reader)
                 }
                 if route.ingest { try checkQueue(context) }
