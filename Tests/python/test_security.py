@@ -23,6 +23,7 @@ with a batcher that never fills (jobs stay queued), (f) one with a limit of 5.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -526,3 +527,15 @@ def test_failed_authentication_is_limited_per_address(tmp_path):
         assert raw_get(srv.port, "/v1/studies", read, source="127.0.0.2").status == 200
         assert raw_get(srv.port, "/v1/studies", "ich_wrong", source="127.0.0.2").status == 401
         assert "repeated failed authentication" in srv.log_text()
+
+
+def test_token_timing_tool_runs():
+    """Tools/token_timing.py in miniature: every near-miss token is refused with 401 and the valid one served
+    (the tool exits on any other status). Its timings are read by people (docs/RELIABILITY.md), never asserted."""
+    require_server_binary()
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "Tools" / "token_timing.py"), "--requests", "20", "--json"],
+                            capture_output=True, text=True, timeout=180, cwd=str(REPO_ROOT))
+    assert result.returncode == 0, result.stderr[-2000:]
+    classes = json.loads(result.stdout.strip().splitlines()[-1])["classes"]
+    assert set(classes) == {"valid", "random", "random-2", "first-char", "prefix-40", "last-char"}
+    assert all(row["n"] == 20 for row in classes.values())
