@@ -23,7 +23,8 @@ final class Pipeline: @unchecked Sendable {
     let modelID: String
     let batchPolicy: BatchPolicy
     private(set) var batcher: Batcher<Job>!
-    private let lock = NSLock()
+    /// Guards `classifier` and `stopping`; signalled on stop, so that a retry wait ends at once.
+    private let lock = NSCondition()
     private var classifier: Classifier?
     private var stopping = false
 
@@ -62,7 +63,10 @@ final class Pipeline: @unchecked Sendable {
 
     /// Finishes the batch in flight; one whose results cannot be stored stops retrying and stays queued.
     func stop() {
-        lock.withLock { stopping = true }
+        lock.withLock {
+            stopping = true
+            lock.broadcast()
+        }
         batcher.stop()
     }
 
@@ -161,15 +165,15 @@ final class Pipeline: @unchecked Sendable {
                     logger.error("storing results failed; retrying", metadata: ["attempt": "\(attempt)", "error": "\(loggable(error))"])
                 }
             }
-            let wait = min(2.0, 0.1 * Double(attempt))
-            let deadline = Date().addingTimeInterval(wait)
-            while Date() < deadline {
-                if lock.withLock({ stopping }) {
-                    logger.warning("results not stored before shutdown; the jobs stay queued for the next start",
-                                   metadata: ["jobs": "\(outcomes.count)"])
-                    return false
-                }
-                Thread.sleep(forTimeInterval: 0.05)
+            let deadline = Date().addingTimeInterval(min(2.0, 0.1 * Double(attempt)))
+            let stopped = lock.withLock {
+                while !stopping && lock.wait(until: deadline) {}
+                return stopping
+            }
+            if stopped {
+                logger.warning("results not stored before shutdown; the jobs stay queued for the next start",
+                               metadata: ["jobs": "\(outcomes.count)"])
+                return false
             }
         }
     }
