@@ -23,7 +23,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest request body in bytes (ICH_MAX_BODY_BYTES; default 2 GiB).") var maxBodyBytes: Int?
     @Option(help: "Most open connections (ICH_MAX_CONNECTIONS; default 256).") var maxConnections: Int?
     @Option(help: "Failed authentications per client address and minute before it gets 429 for the rest of that minute (ICH_AUTH_FAILURE_LIMIT; default 20; 0: no limit, e.g. behind a proxy).") var authFailureLimit: Int?
-    @Option(help: "Base URL clients use to reach this service, for absolute links in notifications (ICH_PUBLIC_URL).") var publicURL: String?
+    @Option(help: "Base URL clients use to reach this service, for absolute links in notifications and STOW-RS responses (ICH_PUBLIC_URL).") var publicURL: String?
     @Option(help: "Webhook URL for positive studies; repeat for several (ICH_WEBHOOK_URLS, comma-separated).") var webhookURL: [String] = []
     @Option(help: "File holding the webhook signing secret (ICH_WEBHOOK_SECRET_FILE, or the secret itself in ICH_WEBHOOK_SECRET).") var webhookSecretFile: String?
     @Option(help: "Seconds one webhook attempt may take (ICH_WEBHOOK_TIMEOUT; default 10).") var webhookTimeout: Double?

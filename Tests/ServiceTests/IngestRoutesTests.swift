@@ -16,11 +16,11 @@ import Testing
         ([stored], 200), ([stored, duplicate], 202), ([stored, failed], 202), ([duplicate], 202), ([failed], 409), ([failed, failed], 409),
     ] as [([Outcome], Int)])
     func stowStatus(outcomes: [Outcome], status: Int) {
-        #expect(IngestRoutes.stowResponse(outcomes, urlStudy: nil).status == status)
+        #expect(IngestRoutes.stowResponse(outcomes, urlStudy: nil, base: "").status == status)
     }
 
     @Test func stowBodyUsesTheDICOMJSONModel() throws {
-        let response = IngestRoutes.stowResponse([Self.stored, Self.duplicate, Self.failed], urlStudy: nil)
+        let response = IngestRoutes.stowResponse([Self.stored, Self.duplicate, Self.failed], urlStudy: nil, base: "")
         #expect(response.headers["Content-Type"] == "application/dicom+json")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any])
         #expect((json["00081190"] as? [String: Any])?["Value"] as? [String] == ["/dicomweb/studies/1.2.3"])
@@ -32,6 +32,14 @@ import Testing
         let failed = try #require((json["00081198"] as? [String: Any])?["Value"] as? [[String: Any]])
         #expect((failed[0]["00081197"] as? [String: Any])?["Value"] as? [Int] == [0xC000])
         #expect((failed[0]["00081197"] as? [String: Any])?["vr"] as? String == "US")
+    }
+
+    @Test func retrieveURLsStartWithThePublicURL() throws {
+        let response = IngestRoutes.stowResponse([Self.stored], urlStudy: nil, base: "https://ich.example.org/triage")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any])
+        #expect((json["00081190"] as? [String: Any])?["Value"] as? [String] == ["https://ich.example.org/triage/dicomweb/studies/1.2.3"])
+        let referenced = try #require((json["00081199"] as? [String: Any])?["Value"] as? [[String: Any]])
+        #expect((referenced[0]["00081190"] as? [String: Any])?["Value"] as? [String] == ["https://ich.example.org/triage/v1/instances/1.2.3.1"])
     }
 }
 

@@ -92,8 +92,8 @@ class Rig:
         self.servers: list[Server] = []
         self.points: list[Path] = []
 
-    def server(self, data_dir: Path, model: Path, args=(), name: str = "server") -> Server:
-        srv = Server(data_dir, model, args=list(args), log_path=self.tmp_path / f"{name}.log")
+    def server(self, data_dir: Path, model: Path, args=(), name: str = "server", env: dict[str, str] | None = None) -> Server:
+        srv = Server(data_dir, model, args=list(args), log_path=self.tmp_path / f"{name}.log", env=env)
         self.servers.append(srv)
         return srv
 
@@ -752,10 +752,12 @@ def assert_uploads_refused_while_alive(client, seed: int) -> set[str]:
     return {single.sop} | {p.sop for p in parts}
 
 
-def serve_one_done_study(rig, data: Path, bundle: Path, *, stable_age: str, seed: int):
-    """A started server with one 4-slice study stored and processed: (server, client, admin token, acknowledged)."""
+def serve_one_done_study(rig, data: Path, bundle: Path, *, stable_age: str, seed: int, args=(),
+                         env: dict[str, str] | None = None):
+    """A started server with one 4-slice study stored and processed: (server, client, admin token, acknowledged).
+    `args` come after (and so override) the defaults."""
     srv = rig.server(data, bundle, args=["--max-batch", "4", "--max-delay-ms", "5", "--threads", "2",
-                                         "--stable-age", stable_age])
+                                         "--stable-age", stable_age, *args], env=env)
     token = srv.token("admin")
     srv.start()
     client = srv.client(token)

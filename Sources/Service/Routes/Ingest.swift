@@ -148,7 +148,7 @@ enum IngestRoutes {
             throw storeFailed(context, error)
         }
         let results = try outcomes.get()
-        return stowResponse(results, urlStudy: urlStudy)
+        return stowResponse(results, urlStudy: urlStudy, base: context.configuration.publicURL ?? "")
     }
 
     static func storeParts(_ parts: [MultipartPart], in bytes: UnsafeRawBufferPointer, urlStudy: String?, _ context: ServiceContext) throws
@@ -203,7 +203,8 @@ enum IngestRoutes {
     }
 
     /// The PS3.18 response: 200 all stored, 202 stored with failures or warnings, 409 none stored.
-    static func stowResponse(_ outcomes: [PartOutcome], urlStudy: String?) -> HTTPResponse {
+    /// RetrieveURLs start with `base` (`--public-url`; empty: relative URLs).
+    static func stowResponse(_ outcomes: [PartOutcome], urlStudy: String?, base: String) -> HTTPResponse {
         func ui(_ value: String) -> JSONValue { .object([("vr", .string("UI")), ("Value", .array([.string(value)]))]) }
         func ur(_ value: String) -> JSONValue { .object([("vr", .string("UR")), ("Value", .array([.string(value)]))]) }
         func us(_ value: Int) -> JSONValue { .object([("vr", .string("US")), ("Value", .array([.int(value)]))]) }
@@ -215,7 +216,7 @@ enum IngestRoutes {
             switch outcome {
             case .stored(let sopClass, let sop, let study, let duplicate):
                 studies.insert(study)
-                var item: [(String, JSONValue)] = [("00081150", ui(sopClass)), ("00081155", ui(sop)), ("00081190", ur("/v1/instances/\(sop)"))]
+                var item: [(String, JSONValue)] = [("00081150", ui(sopClass)), ("00081155", ui(sop)), ("00081190", ur("\(base)/v1/instances/\(sop)"))]
                 if duplicate {
                     item.append(("00081196", us(duplicateWarning)))
                     warnings = true
@@ -231,7 +232,7 @@ enum IngestRoutes {
         }
         var members: [(String, JSONValue)] = []
         if let study = urlStudy ?? (studies.count == 1 ? studies.first : nil) {
-            members.append(("00081190", ur("/dicomweb/studies/\(study)")))
+            members.append(("00081190", ur("\(base)/dicomweb/studies/\(study)")))
         }
         if !referenced.isEmpty { members.append(("00081199", .object([("vr", .string("SQ")), ("Value", .array(referenced))]))) }
         if !failed.isEmpty { members.append(("00081198", .object([("vr", .string("SQ")), ("Value", .array(failed))]))) }
