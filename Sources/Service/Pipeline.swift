@@ -27,6 +27,9 @@ final class Pipeline: @unchecked Sendable {
     private let lock = NSCondition()
     private var classifier: Classifier?
     private var stopping = false
+    /// Spool files of uploads refused after an I/O error in their commit (see `ingest`), kept until a later
+    /// commit succeeds: from then on the failed transaction can no longer come back from the WAL.
+    private var unsure: [String] = []
 
     init(writer: DatabaseQueue, spool: Spool, metrics: ServiceMetrics, logger: Logger, modelID: String, policy: BatchPolicy) {
         self.writer = writer
@@ -91,6 +94,7 @@ final class Pipeline: @unchecked Sendable {
             }
             try spool.syncDirectory()
             let inserted = try writer.write { try JobQueue.enqueue($0, records) }
+            removeUnsureFiles()
             var jobs: [Job] = []
             for (record, isNew) in zip(records, inserted) {
                 if isNew {
@@ -103,7 +107,14 @@ final class Pipeline: @unchecked Sendable {
             metrics.queueDepth.set(Double(batcher.depth))
             return inserted
         } catch {
-            for name in written { spool.remove(name) }
+            // After an I/O error in the commit the job rows may come back when the database is next opened
+            // (the transaction reached the WAL): their files stay until a later commit settles it, or until the
+            // next start's recovery, which keeps the files that have a row and removes the rest.
+            if (error as? StorageError)?.isIOError ?? false {
+                lock.withLock { unsure += written }
+            } else {
+                for name in written { spool.remove(name) }
+            }
             throw error
         }
     }
@@ -113,52 +124,95 @@ final class Pipeline: @unchecked Sendable {
     private func process(_ jobs: [Job]) {
         guard let classifier = lock.withLock({ classifier }) else { return }
         let start = ContinuousClock.now
-        var outcomes: [(sopInstanceUID: String, outcome: JobOutcome)] = []
+        var outcomes: [Outcome] = []
         var slices: [CTSlice] = []
-        var sliceJobs: [String] = []
+        var sliceJobs: [Job] = []
+        var unreadable: [Job] = []
+        var readError: (any Error)?
         for job in jobs {
             do {
                 let data = try spool.read(job.spoolName)
                 slices.append(try data.withUnsafeBytes { try DICOMDecoder.decode($0) })
-                sliceJobs.append(job.sopInstanceUID)
+                sliceJobs.append(job)
             } catch let error as DICOMError {
-                outcomes.append((job.sopInstanceUID, .failed(type: error.type, detail: error.detail)))
+                outcomes.append((job.sopInstanceUID, job.spoolName, .failed(type: error.type, detail: error.detail)))
+            } catch ServiceError.spool(_, let code) where code == ENOENT {
+                // The study was deleted while its job waited; its row is gone, so this is not recorded.
+                outcomes.append((job.sopInstanceUID, job.spoolName,
+                                 .failed(type: "spool-missing", detail: "The uploaded file is no longer in the spool.")))
             } catch {
-                // The file is gone: the study was deleted while its job waited.
-                outcomes.append((job.sopInstanceUID, .failed(type: "spool-missing", detail: "The uploaded file is no longer in the spool.")))
+                // The file is there but cannot be read now (EIO, say): the job stays queued and is tried again.
+                unreadable.append(job)
+                readError = error
             }
+        }
+        if let readError {
+            logger.error("reading spooled uploads failed; their jobs stay queued and are retried in a second",
+                         metadata: ["jobs": "\(unreadable.count)", "error": "\(loggable(readError))"])
+            metrics.error("spool")
+            DispatchQueue.global().asyncAfter(deadline: .now() + 1) { [self, unreadable] in batcher.submit(unreadable) }
         }
         do {
             let probabilities = try classifier.classify(slices)
-            outcomes += zip(sliceJobs, probabilities).map { ($0, .done(probabilities: $1)) }
+            outcomes += zip(sliceJobs, probabilities).map { ($0.sopInstanceUID, $0.spoolName, .done(probabilities: $1)) }
         } catch {
             let type = (error as? NeuralNetError)?.type ?? "inference-error"
             logger.error("forward pass failed", metadata: ["type": "\(type)", "slices": "\(slices.count)"])
-            outcomes += sliceJobs.map { ($0, .failed(type: "inference-error", detail: "The forward pass failed (\(type)).")) }
+            outcomes += sliceJobs.map {
+                ($0.sopInstanceUID, $0.spoolName, .failed(type: "inference-error", detail: "The forward pass failed (\(type))."))
+            }
         }
         metrics.batchSize.record(Double(slices.count))
         metrics.inferenceDuration.record(ContinuousClock.now - start)
-        guard store(outcomes) else { return }
-        for job in jobs { spool.remove(job.spoolName) }
-        let failed = outcomes.filter { if case .failed = $0.outcome { true } else { false } }.count
-        metrics.processed("done", count: outcomes.count - failed)
+        guard let recorded = store(outcomes) else { return }
+        for result in outcomes { spool.remove(result.spoolName) }
+        var done = 0
+        var failed = 0
+        for (result, wasRecorded) in zip(outcomes, recorded) where wasRecorded {
+            if case .done = result.outcome { done += 1 } else { failed += 1 }
+        }
+        metrics.processed("done", count: done)
         metrics.processed("failed", count: failed)
         metrics.queueDepth.set(Double(batcher.depth))
+    }
+
+    typealias Outcome = (sopInstanceUID: String, spoolName: String, outcome: JobOutcome)
+
+    /// After a successful commit: the files kept after failed ones that have no job row are removed. One with
+    /// a row (its commit was durable after all) stays for the next start's recovery to queue.
+    private func removeUnsureFiles() {
+        let names = lock.withLock { () -> [String] in
+            defer { unsure = [] }
+            return unsure
+        }
+        guard !names.isEmpty else { return }
+        guard let queued = try? writer.sync({ try Set(JobQueue.queued($0).map(\.spoolName)) }) else {
+            lock.withLock { unsure += names }
+            return
+        }
+        for name in names where !queued.contains(name) { spool.remove(name) }
+        let kept = names.filter(queued.contains).count
+        if kept > 0 {
+            logger.warning("uploads refused after a failed commit were stored after all; they run at the next start",
+                           metadata: ["files": "\(kept)"])
+        }
     }
 
     /// Commits a batch's outcomes, retrying until it works (a full disk or a
     /// locked database clears when an operator acts; giving up would leave the
     /// jobs queued until a restart) or until shutdown, after which the jobs stay
-    /// queued with their spool files and run again on the next start.
-    private func store(_ outcomes: [(sopInstanceUID: String, outcome: JobOutcome)]) -> Bool {
+    /// queued with their spool files and run again on the next start (nil).
+    /// Returns per outcome whether it was recorded (not for a deleted study's job).
+    private func store(_ outcomes: [Outcome]) -> [Bool]? {
         var attempt = 0
         while true {
             attempt += 1
             do {
                 let time = Date().timeIntervalSince1970
-                _ = try writer.write { try JobQueue.complete($0, outcomes, model: modelID, at: time) }
+                let recorded = try writer.write { try JobQueue.complete($0, outcomes, model: modelID, at: time) }
+                removeUnsureFiles()
                 if attempt > 1 { logger.notice("results stored after retrying", metadata: ["attempts": "\(attempt)"]) }
-                return true
+                return recorded
             } catch {
                 metrics.error("database")
                 if attempt == 1 || attempt.isMultiple(of: 20) {
@@ -173,7 +227,7 @@ final class Pipeline: @unchecked Sendable {
             if stopped {
                 logger.warning("results not stored before shutdown; the jobs stay queued for the next start",
                                metadata: ["jobs": "\(outcomes.count)"])
-                return false
+                return nil
             }
         }
     }

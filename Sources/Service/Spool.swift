@@ -46,9 +46,25 @@ public struct Spool: Sendable {
         guard fsync(fd) == 0 else { throw .spool("fsync", errno) }
     }
 
+    /// The file's bytes; a missing file throws `.spool("open", ENOENT)`, any other failure its own errno.
     public func read(_ name: String) throws(ServiceError) -> Data {
-        guard let data = FileManager.default.contents(atPath: path(name)) else { throw .spool("read", ENOENT) }
-        return data
+        let fd = open(path(name), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .spool("open", errno) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .spool("fstat", errno) }
+        var data = Data(count: Int(info.st_size))
+        var offset = 0
+        while offset < data.count {
+            let n = data.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .spool("read", errno)
+            }
+            if n == 0 { break }
+            offset += n
+        }
+        return data.prefix(offset)
     }
 
     public func remove(_ name: String) {

@@ -3,9 +3,10 @@ import Glibc
 /// Whether the data directory can take uploads: its file system has at least
 /// 64 MiB free (5% of its size on a smaller one) and a one-byte write to a
 /// probe file in `tmp/` (the request bodies' directory) succeeds; the file
-/// is removed again. SQLite's `BEGIN IMMEDIATE` succeeds on a full or
-/// read-only disk (it writes nothing), and an ext4 that turned read-only
-/// after an I/O error does not say so in statvfs's flags: only a write tells.
+/// is synced and removed again. SQLite's `BEGIN IMMEDIATE` succeeds on a full
+/// or read-only disk (it writes nothing), an ext4 that turned read-only after
+/// an I/O error does not say so in statvfs's flags, and a disk that fails on
+/// write-back fails only the sync: only a synced write tells.
 enum StorageProbe {
     static func acceptsWrites(_ directory: String) -> Bool {
         var stats = statvfs()
@@ -20,6 +21,6 @@ enum StorageProbe {
             unlink(path)
         }
         var byte: UInt8 = 0
-        return write(fd, &byte, 1) == 1
+        return write(fd, &byte, 1) == 1 && fdatasync(fd) == 0
     }
 }

@@ -48,18 +48,26 @@ public enum JobQueue {
         try db.statement("SELECT count(*) FROM instances WHERE state = 0").first { $0.int(0) } ?? 0
     }
 
-    /// Records outcomes and folds them into their studies. A job that is no
-    /// longer queued (its study was deleted meanwhile) is skipped; returns how
-    /// many outcomes were recorded.
+    /// Records outcomes and folds them into their studies; returns per outcome
+    /// whether it was recorded. A job is known by its instance and its spool
+    /// file: one that is no longer queued (its study was deleted meanwhile),
+    /// or whose instance was deleted and uploaded again (a new row with a new
+    /// spool file), is skipped.
     @discardableResult
     public static func complete(
-        _ db: Connection, _ outcomes: [(sopInstanceUID: String, outcome: JobOutcome)], model: String, at time: Double
-    ) throws(StorageError) -> Int {
-        var recorded = 0
-        for (sop, outcome) in outcomes {
-            let study = try db.statement("SELECT study_instance_uid FROM instances WHERE sop_instance_uid = ? AND state = 0")
-                .first([.text(sop)]) { $0.text(0) }
-            guard let study else { continue }
+        _ db: Connection, _ outcomes: [(sopInstanceUID: String, spoolName: String, outcome: JobOutcome)], model: String,
+        at time: Double
+    ) throws(StorageError) -> [Bool] {
+        var recorded: [Bool] = []
+        recorded.reserveCapacity(outcomes.count)
+        for (sop, spoolName, outcome) in outcomes {
+            let study = try db.statement(
+                "SELECT study_instance_uid FROM instances WHERE sop_instance_uid = ? AND state = 0 AND spool_name = ?"
+            ).first([.text(sop), .text(spoolName)]) { $0.text(0) }
+            guard let study else {
+                recorded.append(false)
+                continue
+            }
             switch outcome {
             case .done(let p):
                 precondition(p.count == Schema.labelCount, "six probabilities per slice")
@@ -89,7 +97,7 @@ public enum JobQueue {
                 ).run([.real(time), .text(model), .text(type), .text(detail), .text(sop)])
                 try db.statement("UPDATE studies SET failed = failed + 1 WHERE study_instance_uid = ?").run([.text(study)])
             }
-            recorded += 1
+            recorded.append(true)
         }
         return recorded
     }

@@ -84,6 +84,11 @@ public enum Schema {
             CREATE INDEX notifications_due ON notifications (next_attempt_at)
                 WHERE delivered_at IS NULL AND abandoned_at IS NULL;
             """),
+        Migration(
+            "4-readiness-probe",
+            """
+            CREATE TABLE readiness_probe (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
+            """),
     ]
 
     static let probabilityColumns = "p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid, p_subdural"

@@ -26,6 +26,16 @@ public enum StorageError: Error, Equatable, Sendable {
     }
 }
 
+extension StorageError {
+    /// An I/O error (SQLITE_IOERR and its extended codes). In a commit it may
+    /// come after the transaction reached the WAL (a failed sync, say), and
+    /// the next open of the database replays it.
+    public var isIOError: Bool {
+        if case .sqlite(let code, _, _) = self { return code & 0xFF == 10 }
+        return false
+    }
+}
+
 extension StorageError: CustomStringConvertible {
     public var description: String { detail }
 }

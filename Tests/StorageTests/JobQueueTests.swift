@@ -36,10 +36,10 @@ func instance(_ sop: String, study: String = "1.2.3", number: Int? = nil, z: Dou
         let p1: [Float] = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]
         let p2: [Float] = [0.2, 0.6, 0.1, 0.1, 0.1, 0.1]
         let recorded = try db.write {
-            try JobQueue.complete($0, [("1.1", .done(probabilities: p1)), ("1.2", .done(probabilities: p2)),
-                                       ("1.3", .failed(type: "not-dicom", detail: "x"))], model: "m@1", at: 150)
+            try JobQueue.complete($0, [("1.1", "1.1.dcm", .done(probabilities: p1)), ("1.2", "1.2.dcm", .done(probabilities: p2)),
+                                       ("1.3", "1.3.dcm", .failed(type: "not-dicom", detail: "x"))], model: "m@1", at: 150)
         }
-        #expect(recorded == 3)
+        #expect(recorded == [true, true, true])
         let study = try #require(try db.sync { try ResultStore.study($0, "1.2.3") })
         #expect(study.done == 2 && study.failed == 1 && study.queued == 0)
         #expect(study.maxima == [0.9, 0.6, 0.2, 0.3, 0.4, 0.5])
@@ -49,14 +49,14 @@ func instance(_ sop: String, study: String = "1.2.3", number: Int? = nil, z: Dou
         #expect(failed.state == .failed && failed.errorType == "not-dicom" && failed.probabilities == nil)
         #expect(try db.sync { try JobQueue.queuedCount($0) } == 0)
         // A second outcome for a finished job is ignored, so a retried batch cannot double-count.
-        #expect(try db.write { try JobQueue.complete($0, [("1.1", .done(probabilities: p2))], model: "m@1", at: 160) } == 0)
+        #expect(try db.write { try JobQueue.complete($0, [("1.1", "1.1.dcm", .done(probabilities: p2))], model: "m@1", at: 160) } == [false])
         #expect(try db.sync { try ResultStore.study($0, "1.2.3") }?.done == 2)
     }
 
     @Test func deleteStudyReturnsQueuedSpoolFilesAndForgetsTheStudy() throws {
         let (db, _) = try makeDatabase()
         _ = try db.write { try JobQueue.enqueue($0, [instance("1.1"), instance("1.2"), instance("2.1", study: "9.9")]) }
-        try db.write { _ = try JobQueue.complete($0, [("1.1", .done(probabilities: [Float](repeating: 0.1, count: 6)))], model: "m", at: 1) }
+        try db.write { _ = try JobQueue.complete($0, [("1.1", "1.1.dcm", .done(probabilities: [Float](repeating: 0.1, count: 6)))], model: "m", at: 1) }
         let files = try db.write { try JobQueue.deleteStudy($0, "1.2.3") }
         #expect(files == ["1.2.dcm"])
         #expect(try db.sync { try ResultStore.study($0, "1.2.3") } == nil)
@@ -64,7 +64,26 @@ func instance(_ sop: String, study: String = "1.2.3", number: Int? = nil, z: Dou
         #expect(try db.write { try JobQueue.deleteStudy($0, "1.2.3") } == nil)
         #expect(try db.sync { try JobQueue.queued($0) }.map(\.sopInstanceUID) == ["2.1"])
         // The batch that was running when the study was deleted finds nothing to update.
-        #expect(try db.write { try JobQueue.complete($0, [("1.2", .failed(type: "t", detail: "d"))], model: "m", at: 2) } == 0)
+        #expect(try db.write { try JobQueue.complete($0, [("1.2", "1.2.dcm", .failed(type: "t", detail: "d"))], model: "m", at: 2) } == [false])
+    }
+
+    /// A study deleted while its jobs wait, then uploaded again: the old jobs'
+    /// outcomes must not land on the new rows (their spool files differ).
+    @Test func aDeletedJobsOutcomeDoesNotLandOnItsReupload() throws {
+        let (db, _) = try makeDatabase()
+        _ = try db.write { try JobQueue.enqueue($0, [instance("1.1")]) }
+        _ = try db.write { try JobQueue.deleteStudy($0, "1.2.3") }
+        var again = instance("1.1")
+        again.spoolName = "1.1-again.dcm"
+        #expect(try db.write { try JobQueue.enqueue($0, [again]) } == [true])
+        let stale = try db.write {
+            try JobQueue.complete($0, [("1.1", "1.1.dcm", .failed(type: "spool-missing", detail: "gone"))], model: "m", at: 2)
+        }
+        #expect(stale == [false])
+        #expect(try db.sync { try ResultStore.instance($0, "1.1") }?.state == .queued)
+        let p: [Float] = [0.7, 0.1, 0.1, 0.1, 0.1, 0.1]
+        #expect(try db.write { try JobQueue.complete($0, [("1.1", "1.1-again.dcm", .done(probabilities: p))], model: "m", at: 3) } == [true])
+        #expect(try db.sync { try ResultStore.instance($0, "1.1") }?.probabilities == p)
     }
 
     @Test func rolledBackTransactionLeavesNothing() throws {

@@ -1,6 +1,7 @@
 """Faults of issue 6 against the real `ich-server`: bad model bundles, an
-unusable data directory or database at start-up, a full disk, a read-only
-file system and a locked database at run time.
+unusable data directory or database at start-up, a full disk (also under
+concurrent load), a read-only file system, a locked database and EIO from a
+failing disk at run time.
 
 What an operator needs, and what these tests require:
 
@@ -23,6 +24,13 @@ Mounts need root: the tmpfs tests (`mount -t tmpfs -o size=3m`) and the ext4
 loop-device test skip themselves with the reason when not root or when the
 mount fails. Two tests that hold the disk full for more than the server's
 retry time (~82 s) run only with ICH_FAULTS_LONG=1.
+
+EIO is injected in user space (the test kernel has no device-mapper for
+dm-flakey): Tests/python/faults/eio_shim.c, an LD_PRELOAD library the tests
+build with `cc` (they skip without a C compiler), makes writes, syncs (and
+on request reads) fail with EIO on chosen paths while a control file exists.
+These tests need no root. See section 5 for what the shim can and cannot
+stand in for.
 
     ICH_SERVER=/tmp/snap/ich-server .venv/bin/pytest -q -rsxX Tests/python/test_faults.py
 """
@@ -92,7 +100,8 @@ class Rig:
         self.servers: list[Server] = []
         self.points: list[Path] = []
 
-    def server(self, data_dir: Path, model: Path, args=(), name: str = "server", env: dict[str, str] | None = None) -> Server:
+    def server(self, data_dir: Path, model: Path, args=(), name: str = "server",
+               env: dict[str, str] | None = None) -> Server:
         srv = Server(data_dir, model, args=list(args), log_path=self.tmp_path / f"{name}.log", env=env)
         self.servers.append(srv)
         return srv
@@ -905,3 +914,621 @@ def test_healthz_answers_while_readiness_probes_wait_on_a_locked_database(bundle
     for probe in probes:
         probe.join(120)
     assert answer is not None and answer.status == 200, "GET /healthz got no answer within 3 s"
+
+
+# --------------------------------------------------------------------------
+# 5. EIO from a failing disk, injected in user space
+#
+# The kernel of the test machine has no device-mapper (no dm-flakey, no
+# dm-error), so a failing disk is simulated by an LD_PRELOAD library,
+# Tests/python/faults/eio_shim.c, built by the tests with `cc`: while its
+# control file exists, write/pwrite*/writev/ftruncate/fallocate/fsync/
+# fdatasync (all, or the calls the control file names) fail with EIO on
+# descriptors whose path starts with one of the prefixes it names. The server
+# calls write and fsync itself (spool, request bodies, readiness probe);
+# SQLite (the system libsqlite3, dynamically linked) calls pwrite64,
+# fdatasync and ftruncate on ich.sqlite and its -wal. -shm is mapped memory:
+# its writes cannot fail this way.
+#
+# Unlike a real disk error the page cache is untouched ("fsyncgate": after a
+# failed fsync Linux may drop the dirty pages or mark them clean, and a later
+# fsync may succeed without having written them). A failed call here writes
+# nothing and a later one works normally, so these tests check the server's
+# error paths (what it answers, logs, keeps and retries), not what the kernel
+# does with its cache.
+
+SHIM_SOURCE = Path(__file__).resolve().parent / "faults" / "eio_shim.c"
+PATIENT_NAME = "Phantom"  # make_study's PatientName is "Synthetic^Phantom"
+
+
+@pytest.fixture(scope="module")
+def eio_library(tmp_path_factory) -> Path:
+    names = [os.environ.get("CC"), "cc", "gcc", "clang"]
+    compiler = next((found for name in names if name and (found := shutil.which(name))), None)
+    if compiler is None:
+        pytest.skip("no C compiler (cc, gcc or clang) to build Tests/python/faults/eio_shim.c")
+    library = tmp_path_factory.mktemp("eio-shim") / "eio_shim.so"
+    result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(SHIM_SOURCE), "-ldl",
+                             "-lpthread"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{compiler} could not build {SHIM_SOURCE.name}:\n{result.stderr}"
+    return library
+
+
+class EIOShim:
+    """The shim's switch for one test: `env()` for the server, `on(...)` and `off()` under it."""
+
+    def __init__(self, library: Path, work: Path):
+        self.library = library
+        self.control = work / "eio.control"
+        self.log = work / "eio.log"
+
+    def env(self) -> dict[str, str]:
+        return {"LD_PRELOAD": str(self.library), "EIO_SHIM_CONTROL": str(self.control), "EIO_SHIM_LOG": str(self.log)}
+
+    def on(self, *prefixes: str, calls: tuple[str, ...] = (), count: int | None = None) -> None:
+        """EIO for `calls` (default: all) on paths starting with a prefix; a prefix
+        ending in '/' is a directory and covers the directory itself too."""
+        assert prefixes, "name the paths the fault covers"
+        words = [os.path.realpath(p) + ("/" if p.endswith("/") else "") for p in prefixes] + list(calls)
+        if count is not None:
+            words.append(f"count={count}")
+        staging = self.control.with_name(self.control.name + ".new")
+        staging.write_text(" ".join(words) + "\n")
+        os.replace(staging, self.control)  # a new file: the shim rereads it on the next call
+
+    def off(self) -> None:
+        self.control.unlink(missing_ok=True)
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def injected(self) -> list[tuple[str, str]]:
+        """(call, path) for each error injected so far."""
+        return [tuple(line.split(" ", 1)) for line in self.lines() if not line.startswith("loaded ")]
+
+    def require_loaded(self, srv: Server) -> None:
+        if f"loaded {srv.process.pid}" not in self.lines():
+            pytest.skip(f"the server did not load the LD_PRELOAD shim (a static binary?); shim log: {self.lines()}")
+
+
+@pytest.fixture
+def eio(eio_library, tmp_path):
+    shim = EIOShim(eio_library, tmp_path)
+    yield shim
+    shim.off()
+
+
+def assert_no_request_data(response: service.Response, files, data_dir: Path) -> None:
+    """No UID, patient name, path or stack trace of the request in a response."""
+    text = response.body.decode("utf-8", "replace") + "".join(value for _, value in response.headers)
+    for f in files:
+        assert f.sop not in text and f.study not in text, f"a UID of the request in the response: {text}"
+    assert PATIENT_NAME not in text and str(data_dir) not in text and not CRASH.search(text), text
+
+
+def refused_without_request_data(client, seed: int, data_dir: Path) -> set[str]:
+    """`assert_uploads_refused_while_alive`, checking the responses for request data too."""
+    single = make_study(1, seed=seed)[0]
+    parts = make_study(2, seed=seed + 1)
+    answers = ((client.post_instance(single.data), [single]), (client.stow([p.data for p in parts]), parts))
+    for response, files in answers:
+        assert_unavailable(response, "storage-unavailable")
+        assert_no_request_data(response, files, data_dir)
+    assert client.get("/healthz", token=None).status == 200
+    assert client.get("/metrics").status == 200
+    return {single.sop} | {p.sop for p in parts}
+
+
+def error_lines(srv: Server) -> list[str]:
+    return [line for line in srv.log_text().splitlines()
+            if (match := LOG_LINE.match(line)) and match.group(1) in ("error", "critical")]
+
+
+def assert_log_clean(srv: Server, uids) -> None:
+    """No crash output or stack trace, no UID of an upload in the server's log."""
+    text = srv.log_text()
+    assert not CRASH.search(text), f"crash output in the log:\n{srv.log_tail()}"
+    leaked = [uid for uid in uids if uid in text]
+    assert not leaked, f"UIDs in the server log: {leaked}"
+
+
+@pytest.mark.parametrize("calls", ["fsync", "write"])
+def test_eio_in_the_spool_refuses_uploads(calls, bundle, rig, tmp_path, eio):
+    """EIO on the spool's write or fsync (the spool directory only): uploads get
+    503 storage-unavailable with Retry-After and nothing is kept; /healthz
+    answers; the log names the call and the error; after the fault the same
+    process accepts and processes uploads."""
+    data = tmp_path / "data"
+    srv, client, _, acknowledged = serve_one_done_study(rig, data, bundle, stable_age="1", seed=111, env=eio.env())
+    eio.require_loaded(srv)
+
+    eio.on(f"{data}/spool/", calls=(calls,))
+    refused = refused_without_request_data(client, 112, data)
+    assert sorted(os.listdir(data / "spool")) == [], "a refused upload left a spool file"
+    readyz = client.get("/readyz", token=None)
+    hit = sorted({(call, Path(path).parent.name) for call, path in eio.injected()})
+    print(f"injected: {hit}; /readyz during the fault {readyz.status} {readyz.body.decode()}")
+    assert (calls, "spool") in hit, eio.injected()
+    causes = [line for line in error_lines(srv) if "storing an upload failed" in line]
+    assert causes and all(f"Spool {calls} failed: Input/output error" in line for line in causes), error_lines(srv)
+    eio.off()
+
+    after = make_study(3, seed=114)
+    assert client.post_instance(after[0].data).status == 202
+    assert client.stow([f.data for f in after[1:]]).status == 200
+    acknowledged.update((f.sop, f.study) for f in after)
+    for f in after:
+        assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
+    for sop in refused:
+        assert_problem(client.get(f"/v1/instances/{sop}"), 404, "instance-not-found")
+    assert srv.stop() == 0
+    assert_log_clean(srv, refused | set(acknowledged))
+    assert_spool_and_tmp_empty(data)
+    check_database(data, tmp_path, acknowledged, refused)
+
+
+@pytest.mark.parametrize("calls", ["all", "fsync,fdatasync"])
+def test_eio_on_the_database_while_results_are_committed(calls, bundle, rig, tmp_path, eio):
+    """EIO on ich.sqlite and its -wal (every write and sync, or the syncs only, as
+    when the disk fails on write-back) while a batch of acknowledged uploads
+    waits for its forward pass: storing its results fails and is retried,
+    uploads are refused, /healthz answers; once the fault clears the results
+    are stored without a restart and nothing acknowledged is lost."""
+    data = tmp_path / "data"
+    # A batch of 4 runs at once; fewer slices wait 3 s for company.
+    srv, client, _, acknowledged = serve_one_done_study(rig, data, bundle, stable_age="1", seed=121, env=eio.env(),
+                                                        args=["--max-delay-ms", "3000"])
+    eio.require_loaded(srv)
+    waiting = make_study(3, seed=122)
+    for f in waiting:
+        response = client.post_instance(f.data)
+        assert response.status == 202, repr(response)
+        acknowledged[f.sop] = f.study
+    eio.on(f"{data}/ich.sqlite", calls=tuple(calls.split(",")) if calls != "all" else ())
+    wait_for_log(srv, "storing results failed", 30)
+    first_failure = time.monotonic()
+
+    late = make_study(1, seed=123)[0]
+    response = client.post_instance(late.data)
+    assert_unavailable(response, "storage-unavailable")
+    assert_no_request_data(response, [late], data)
+    # The refused upload's file stays until a later commit shows the failed one cannot come back from the WAL.
+    assert len(os.listdir(data / "spool")) == len(waiting) + 1, \
+        "a waiting upload's file is gone, or the refused one's was removed while its commit may still replay"
+    assert client.get("/healthz", token=None).status == 200
+    read = assert_read_answered(client.get(f"/v1/instances/{waiting[0].sop}"))
+    readyz = client.get("/readyz", token=None)
+    time.sleep(max(0.0, 2.0 - (time.monotonic() - first_failure)))  # a few retries (0.1 s, 0.2 s, ...)
+    hit = sorted({(call, Path(path).name) for call, path in eio.injected()})
+    stores = [line for line in error_lines(srv) if "storing results failed" in line]
+    print(f"injected: {hit}\nread during the fault: {read}; /readyz {readyz.status} {readyz.body.decode()}\n"
+          f"store failures logged: {stores[:2]}")
+    assert stores and all("disk I/O error" in line for line in stores), stores
+    eio.off()
+
+    for f in waiting:
+        assert client.wait_instance_done(f.sop, timeout=30)["status"] == "done", f.sop
+    assert "results stored after retrying" in srv.log_text()
+    after = make_study(2, seed=124)
+    assert client.stow([f.data for f in after]).status == 200
+    acknowledged.update((f.sop, f.study) for f in after)
+    for f in after:
+        assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
+    assert_problem(client.get(f"/v1/instances/{late.sop}"), 404, "instance-not-found")
+    assert srv.stop() == 0
+    assert_log_clean(srv, {late.sop, *acknowledged})
+    assert_spool_and_tmp_empty(data)
+    check_database(data, tmp_path, acknowledged, {late.sop})
+
+
+@pytest.mark.parametrize("scope, calls", [
+    pytest.param("data-dir", "all", id="data-dir-all"),
+    pytest.param("data-dir", "fsync,fdatasync", id="data-dir-syncs"),
+    pytest.param("database", "all", id="database-all"),
+])
+def test_readyz_not_ready_while_storage_gives_eio(scope, calls, bundle, rig, tmp_path, eio):
+    """`data-dir`: the whole data directory fails (database, spool, tmp/ and the
+    readiness probe's file in it), as when its disk fails; `all` fails every
+    write and sync, `fsync,fdatasync` only the syncs, which is how a disk
+    failing on write-back shows (the write lands in the page cache, the error
+    comes with the fsync). `database`: only ich.sqlite and its -wal fail (bad
+    blocks under the database). Every upload is refused in each case, so
+    /readyz should say not ready."""
+    data = tmp_path / "data"
+    srv = rig.server(data, bundle, args=["--threads", "2", "--stable-age", "600"], env=eio.env())
+    token = srv.token("admin")
+    srv.start()
+    eio.require_loaded(srv)
+    client = srv.client(token)
+    eio.on(f"{data}/" if scope == "data-dir" else f"{data}/ich.sqlite",
+           calls=tuple(calls.split(",")) if calls != "all" else ())
+    upload = make_study(1, seed=131)[0]
+    assert_unavailable(client.post_instance(upload.data), "storage-unavailable")
+    assert client.get("/healthz", token=None).status == 200
+    readyz = client.get("/readyz", token=None)
+    print(f"/readyz while {calls} fail in {scope}: {readyz.status} {readyz.body.decode()}; "
+          f"injected {sorted({call for call, _ in eio.injected()})}")
+    eio.off()
+    deadline = time.monotonic() + 10
+    while (after := client.get("/readyz", token=None)).status != 200:
+        assert time.monotonic() < deadline, f"/readyz not 200 after the fault cleared: {after!r}"
+        time.sleep(0.2)
+    assert client.post_instance(upload.data).status == 202
+    assert readyz.status == 503, f"/readyz said ready while every upload was refused: {readyz!r}"
+    assert readyz.json()["checks"]["storage"] is False or readyz.json()["checks"]["database"] is False, readyz.json()
+
+
+def test_upload_refused_on_a_failed_wal_sync_is_whole_after_a_crash(bundle, rig, tmp_path, eio):
+    """The WAL's fdatasync fails while an upload's job row commits (the pages
+    were written, the sync failed: a disk failing on write-back). The upload
+    is refused; the server is then killed before anything else commits (a
+    crash, or an operator's kill -9 of a process that cannot write), and
+    started again once the disk works. SQLite's recovery replays the commit
+    from the WAL, so the refused upload may exist after all (finding 12):
+    then with its spool file, and processed; the client's retry is a
+    duplicate and the instance ends `done` once, never `failed`."""
+    data = tmp_path / "data"
+    # --stable-age 600: nothing else commits between the refusal and the kill.
+    srv, client, token, acknowledged = serve_one_done_study(rig, data, bundle, stable_age="600", seed=141,
+                                                            env=eio.env())
+    eio.require_loaded(srv)
+    refused = make_study(1, seed=142)[0]
+    eio.on(f"{data}/ich.sqlite", calls=("fdatasync", "fsync"))
+    assert_unavailable(client.post_instance(refused.data), "storage-unavailable")
+    assert [call for call, _ in eio.injected()] == ["fdatasync"], eio.injected()
+    srv.kill()
+    eio.off()
+
+    srv.start()
+    client = srv.client(token)
+    after_restart = client.get(f"/v1/instances/{refused.sop}")
+    retry = client.post_instance(refused.data)  # what a client does after a 503 with Retry-After
+    outcome = client.wait_instance_done(refused.sop, timeout=60) if retry.status in (200, 202) else None
+    print(f"after the restart: GET {after_restart.status} {after_restart.body[:200]!r}; retry {retry.status} "
+          f"{retry.body[:120]!r}; instance {outcome}")
+    assert retry.status in (200, 202) and outcome["status"] == "done", (retry, outcome)
+    if after_restart.status == 200:
+        assert after_restart.json()["status"] in ("queued", "done"), after_restart.json()
+        assert retry.status == 200 and retry.json()["status"] == "duplicate", retry
+    else:
+        assert after_restart.status == 404, after_restart
+    acknowledged[refused.sop] = refused.study
+    assert srv.stop() == 0
+    assert_spool_and_tmp_empty(data)
+    check_database(data, tmp_path, acknowledged, set())
+
+
+def test_storage_error_lines_name_their_cause(bundle, rig, tmp_path, eio):
+    """Every error line logged while the database gives EIO says why (finding 5
+    for the notifier): an operator must see 'disk I/O error', not only that
+    something failed."""
+    data = tmp_path / "data"
+    srv = rig.server(data, bundle, args=["--threads", "2", "--stable-age", "2", "--max-delay-ms", "5"],
+                     env=eio.env())
+    token = srv.token("admin")
+    srv.start()
+    eio.require_loaded(srv)
+    client = srv.client(token)
+    upload = make_study(1, seed=151)[0]
+    assert client.post_instance(upload.data).status == 202
+    uploaded = time.monotonic()
+    assert client.wait_instance_done(upload.sop, timeout=30)["status"] == "done"
+    if time.monotonic() - uploaded > 1.5:
+        pytest.skip("the upload took too long to process; its study may have settled before the fault")
+    eio.on(f"{data}/ich.sqlite")
+    # The study settles 2 s after its upload; from then on the notifier's write fails every 0.5 s.
+    time.sleep(max(0.0, 4.0 - (time.monotonic() - uploaded)))
+    late = make_study(1, seed=152)[0]
+    assert_unavailable(client.post_instance(late.data), "storage-unavailable")
+    eio.off()
+    assert srv.stop() == 0
+    errors = error_lines(srv)
+    without = [line for line in errors if not re.search(r"disk I/O error|Input/output error", line)]
+    print(f"{len(errors)} error lines, {len(without)} without the cause; e.g. {without[:1]}")
+    assert errors, srv.log_tail()
+    assert not without, f"{len(without)} of {len(errors)} error lines do not name the cause: {without[:3]}"
+
+
+def test_eio_while_a_large_body_streams_to_tmp(bundle, rig, tmp_path, eio):
+    """Bodies over 1 MiB are streamed to tmp/ as they arrive: EIO on writes
+    there refuses a 1.3 MiB STOW with 503 body-storage-failed (and a
+    Retry-After) while small uploads, kept in memory, are still accepted;
+    /readyz says not ready (its probe writes tmp/)."""
+    data = tmp_path / "data"
+    srv, client, _, acknowledged = serve_one_done_study(rig, data, bundle, stable_age="600", seed=161, env=eio.env())
+    eio.require_loaded(srv)
+    large = SliceFactory().study(5, size=256 + 128)  # 5 x 288 KiB
+    content_type, body = service.multipart_related([f.data for f in large])
+    assert len(body) > 1 << 20
+
+    eio.on(f"{data}/tmp/", calls=("write",))
+    response = client.request("POST", "/dicomweb/studies", body, content_type=content_type, validate=False)
+    problem = assert_unavailable(response, "body-storage-failed")
+    assert_no_request_data(response, large, data)
+    small = make_study(1, seed=162)[0]
+    assert client.post_instance(small.data).status == 202
+    acknowledged[small.sop] = small.study
+    readyz = client.get("/readyz", token=None)
+    assert client.get("/healthz", token=None).status == 200
+    refusals = [line for line in srv.log_text().splitlines() if "body-storage-failed" in line]
+    print(f"large STOW: {response.status} {problem['detail']!r}; /readyz {readyz.status} {readyz.body.decode()}\n"
+          f"log: {refusals}; injected {sorted({(c, Path(p).parent.name) for c, p in eio.injected()})}")
+    assert readyz.status == 503 and readyz.json()["checks"]["storage"] is False, readyz.json()
+    assert os.listdir(data / "tmp") == [], "the refused body's file was left in tmp/"
+    eio.off()
+
+    assert client.request("POST", "/dicomweb/studies", body, content_type=content_type).status == 200
+    acknowledged.update((f.sop, f.study) for f in large)
+    for sop in acknowledged:
+        assert client.wait_instance_done(sop, timeout=60)["status"] == "done"
+    assert srv.stop() == 0
+    assert_log_clean(srv, set(acknowledged))
+    assert_spool_and_tmp_empty(data)
+    check_database(data, tmp_path, acknowledged, set())
+
+
+# --------------------------------------------------------------------------
+# 6. A full disk under concurrent load
+
+
+class SliceFactory:
+    """CT Part-10 files from one template per size: new UIDs, the same pixels
+    (about 4 ms a file instead of 50 ms for a new 512 x 512 phantom)."""
+
+    def __init__(self):
+        self.templates: dict[int, object] = {}
+
+    def study(self, count: int, size: int = 64) -> list[service.SliceFile]:
+        ds = self.templates.get(size)
+        if ds is None:
+            ds = self.templates[size] = service.ct_dataset(study=service.new_uid(), rows=size, cols=size, seed=size)
+        study = service.new_uid()
+        series = study + ".1"
+        files = []
+        for k in range(count):
+            sop = service.new_uid()
+            position = (-125.0, -125.0, 5.0 * k)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, sop
+            ds.file_meta.MediaStorageSOPInstanceUID = sop
+            ds.InstanceNumber = k + 1
+            ds.ImagePositionPatient = list(position)
+            files.append(service.SliceFile(sop, study, series, k + 1, position, service.dataset_bytes(ds)))
+        return files
+
+
+@dataclass
+class LoadUpload:
+    kind: str  # "single" (POST /v1/instances) or "stow" (one request, > 1 MiB)
+    files: list
+    phase: str = ""  # "room", "full" or "freed": when the request was sent
+    seconds: float = 0.0
+    sent_whole: bool = True
+    response: service.Response | None = None
+    error: str | None = None  # no response: what the client saw
+
+    @property
+    def outcome(self) -> str:
+        if self.response is None:
+            return f"no answer ({self.error.split(':')[0]})"
+        slug = self.response.json().get("type", "").rpartition(":")[2] \
+            if self.response.media_type == "application/problem+json" else ""
+        return f"{self.response.status} {slug}".strip()
+
+
+def send_upload(port: int, token: str, upload: LoadUpload, timeout: float) -> None:
+    """One upload on its own connection. The whole body is sent even when the
+    server answers early (a refused body); the response is read in any case."""
+    if upload.kind == "single":
+        target, content_type, body = "/v1/instances", "application/dicom", upload.files[0].data
+    else:
+        target = "/dicomweb/studies"
+        content_type, body = service.multipart_related([f.data for f in upload.files])
+    request = service.build_request("POST", target, body=body, headers=[
+        ("Authorization", f"Bearer {token}"), ("Content-Type", content_type), ("Connection", "close")])
+    started = time.monotonic()
+    try:
+        with service.RawConnection("127.0.0.1", port, timeout=timeout) as conn:
+            upload.sent_whole = conn.try_send(request)
+            upload.response = conn.read_response(method="POST", target=target, timeout=timeout)
+    except (OSError, AssertionError) as error:
+        upload.error = f"{type(error).__name__}: {error}"
+    upload.seconds = time.monotonic() - started
+
+
+def acknowledged_sops(upload: LoadUpload) -> set[str]:
+    """The instances a 200/202 acknowledges (for STOW, its ReferencedSOPSequence)."""
+    response = upload.response
+    if upload.kind == "single":
+        assert response.json()["sopInstanceUID"] == upload.files[0].sop
+        return {upload.files[0].sop}
+    body = response.json()
+    assert "00081198" not in body, f"STOW with failed parts: {body}"
+    return {item["00081155"]["Value"][0] for item in body["00081199"]["Value"]}
+
+
+def keep_full(directory: Path, stop: threading.Event, filled: threading.Event) -> None:
+    """Writes `directory`/ballast until ENOSPC, and again every 20 ms to take
+    whatever the server frees, until `stop`."""
+    fd = os.open(directory / "ballast", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while not stop.is_set():
+            for chunk in (b"\0" * (1 << 20), b"\0" * 65536, b"\0" * 4096):
+                try:
+                    while True:
+                        os.write(fd, chunk)
+                except OSError as error:
+                    if error.errno != errno.ENOSPC:
+                        raise
+            filled.set()
+            stop.wait(0.02)
+    finally:
+        os.close(fd)
+
+
+def test_disk_full_under_concurrent_load(bundle, rig, tmp_path):
+    """Four clients upload at once, two posting single 64 x 64 slices, two
+    STOW-RS requests of 4 slices of 384 x 384 (1.15 MiB, streamed to tmp/),
+    for 2 s with room, 4 s while a ballast file keeps the 32 MiB tmpfs full
+    and 3 s after the ballast is deleted (the queue the load builds also
+    fills the spool). Every request must be answered:
+    200/202 (acknowledged) or a 503 problem with Retry-After (or 413); no 500,
+    no hang. Afterwards, without a restart, every acknowledged instance is
+    done once, nothing refused was kept, spool/ and tmp/ are empty."""
+    point = rig.tmpfs(tmp_path / "fs", size="32m")
+    data = point / "data"
+    srv = rig.server(data, bundle, args=["--max-batch", "8", "--max-delay-ms", "20", "--threads", "2",
+                                         "--stable-age", "1"])
+    token = srv.token("admin")
+    factory = SliceFactory()
+    assert len(service.multipart_related([f.data for f in factory.study(4, size=384)])[1]) > 1 << 20
+    srv.start()
+    port = srv.port
+    phase = ["room"]
+    stop_load = threading.Event()
+    done: list[LoadUpload] = []
+    lock = threading.Lock()
+
+    def client_loop(kind: str, pause: float) -> None:
+        files = SliceFactory()  # one per thread: the template is changed for each file
+        while not stop_load.is_set():
+            upload = LoadUpload(kind, files.study(1) if kind == "single" else files.study(4, size=384))
+            upload.phase = phase[0]
+            send_upload(port, token, upload, timeout=30)
+            with lock:
+                done.append(upload)
+            stop_load.wait(pause)
+
+    clients = [threading.Thread(target=client_loop, args=(kind, pause), daemon=True)
+               for kind, pause in (("single", 0.05), ("single", 0.05), ("stow", 0.4), ("stow", 0.4))]
+    free: dict[str, list[int]] = {}
+
+    def sample_free() -> None:  # free KiB on the tmpfs, by phase, for the report
+        while not stop_load.is_set():
+            stats = os.statvfs(point)
+            free.setdefault(phase[0], []).append(stats.f_bavail * stats.f_frsize >> 10)
+            stop_load.wait(0.1)
+
+    clients.append(threading.Thread(target=sample_free, daemon=True))
+    started = time.monotonic()
+    for thread in clients:
+        thread.start()
+    time.sleep(2)
+    stop_fill, filled = threading.Event(), threading.Event()
+    filler = threading.Thread(target=keep_full, args=(point, stop_fill, filled), daemon=True)
+    phase[0] = "full"
+    filler.start()
+    assert filled.wait(10), "the ballast did not fill the tmpfs"
+    full_at = time.monotonic()
+    time.sleep(4)
+    stop_fill.set()
+    filler.join(10)
+    (point / "ballast").unlink()
+    phase[0] = "freed"
+    freed_at = time.monotonic()
+    time.sleep(3)
+    stop_load.set()
+    for thread in clients:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in clients), "a client is still waiting for an answer"
+    load_seconds = time.monotonic() - started
+
+    # What each request got, by phase.
+    table: dict[tuple[str, str, str], int] = {}
+    for upload in done:
+        key = (upload.phase, upload.kind, upload.outcome)
+        table[key] = table.get(key, 0) + 1
+    slowest = max(done, key=lambda u: u.seconds)
+    print(f"{len(done)} requests in {load_seconds:.1f} s (full {full_at - started:.1f} to {freed_at - started:.1f} s); "
+          f"slowest {slowest.seconds:.2f} s ({slowest.kind}, {slowest.outcome}); incomplete sends: "
+          f"{sum(not u.sent_whole for u in done)}")
+    for key in sorted(table):
+        print(f"  {key[0]:6} {key[1]:6} {key[2]:32} {table[key]}")
+    print("free KiB by phase (min, max): " + ", ".join(f"{name} {min(v)} to {max(v)}" for name, v in free.items()))
+    unanswered = [u for u in done if u.response is None]
+    assert not unanswered, \
+        f"{len(unanswered)} uploads got no answer: {[(u.kind, u.phase, u.error) for u in unanswered][:5]}"
+
+    acknowledged: dict[str, str] = {}
+    refused: set[str] = set()
+    for upload in done:
+        response = upload.response
+        if response.status in (200, 202):
+            acknowledged.update((sop, upload.files[0].study) for sop in acknowledged_sops(upload))
+            continue
+        assert response.status in (503, 413), f"{upload.kind} in phase {upload.phase}: {response!r}"
+        problem = assert_problem(response, response.status)
+        if response.status == 503:
+            assert_unavailable(response, problem["type"].rpartition(":")[2])
+        assert_no_request_data(response, upload.files, data)
+        refused |= {f.sop for f in upload.files}
+    assert any(u.phase == "full" and u.response.status == 503 for u in done), "no upload was refused on the full disk"
+    for name in ("room", "freed"):
+        assert any(u.phase == name and u.response.status in (200, 202) for u in done), f"nothing acknowledged ({name})"
+
+    # Recovery in the same process: every acknowledged instance gets its result
+    # (the queue the load left drains, and with it the spool), new uploads work.
+    stats = os.statvfs(point)
+    client = srv.client(token)
+    drain_started = time.monotonic()
+    for sop in acknowledged:
+        assert client.wait_instance_done(sop, timeout=60)["status"] == "done", sop
+    print(f"{len(acknowledged)} acknowledged instances done {time.monotonic() - drain_started:.1f} s after the load "
+          f"(free then {stats.f_bavail * stats.f_frsize >> 10} KiB of {stats.f_blocks * stats.f_frsize >> 10}); "
+          f"{len(refused)} refused")
+    after = factory.study(4, size=384)
+    assert client.stow([f.data for f in after]).status == 200
+    for f in after:
+        assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
+    acknowledged.update((f.sop, f.study) for f in after)
+    for sop in list(refused)[:5]:
+        assert_problem(client.get(f"/v1/instances/{sop}"), 404, "instance-not-found")
+    assert srv.stop() == 0
+    assert not CRASH.search(srv.log_text()), srv.log_tail()
+    assert_spool_and_tmp_empty(data)
+    check_database(data, tmp_path, acknowledged, refused)
+
+
+def test_eio_reading_the_spool_does_not_fail_acknowledged_uploads(bundle, rig, tmp_path, eio):
+    """The batch cannot read its spooled files (EIO on read, e.g. a bad sector
+    or a disk that drops out for a moment). The uploads were acknowledged and
+    their files are intact; once reads work again they must get results."""
+    data = tmp_path / "data"
+    srv, client, _, acknowledged = serve_one_done_study(rig, data, bundle, stable_age="600", seed=171, env=eio.env(),
+                                                        args=["--max-delay-ms", "1500"])
+    eio.require_loaded(srv)
+    waiting = make_study(3, seed=172)
+    for f in waiting:
+        assert client.post_instance(f.data).status == 202
+        acknowledged[f.sop] = f.study
+    eio.on(f"{data}/spool/", calls=("read",))
+    deadline = time.monotonic() + 15
+    while not eio.injected():
+        assert time.monotonic() < deadline, "the batch did not read its spool files"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    eio.off()
+    outcomes = {f.sop: client.wait_instance_done(f.sop, timeout=60) for f in waiting}
+    print(f"injected {sorted({(c, Path(p).parent.name) for c, p in eio.injected()})}; outcomes "
+          f"{[(o['status'], (o.get('error') or {}).get('type')) for o in outcomes.values()]}; "
+          f"spool {os.listdir(data / 'spool')}; errors {error_lines(srv)[:2]}")
+    assert all(o["status"] == "done" for o in outcomes.values()), outcomes
+    assert srv.stop() == 0
+    assert_spool_and_tmp_empty(data)
+    check_database(data, tmp_path, acknowledged, set())
+
+
+def test_body_storage_failure_is_logged_with_its_cause(bundle, rig, tmp_path, eio):
+    data = tmp_path / "data"
+    srv = rig.server(data, bundle, args=["--threads", "2", "--stable-age", "600"], env=eio.env())
+    token = srv.token("admin")
+    srv.start()
+    eio.require_loaded(srv)
+    large = SliceFactory().study(5, size=384)
+    eio.on(f"{data}/tmp/", calls=("write",))
+    response = srv.client(token).stow([f.data for f in large], validate=False)
+    eio.off()
+    assert_unavailable(response, "body-storage-failed")
+    lines = [line for line in srv.log_text().splitlines() if "body" in line]
+    print(f"log lines about the body: {lines}")
+    assert any(re.search(r" (warning|error) ich-server: .*Input/output error", line)
+               for line in srv.log_text().splitlines()), lines

@@ -166,7 +166,11 @@ final class Connection: @unchecked Sendable {
             case .respond(let response, let version, let close, let omitBody):
                 enqueue(serializeResponse(response, version: version, close: close, omitBody: omitBody, date: httpDate()))
             case .fail(let error):
-                logger.info("request refused", metadata: ["status": "\(error.status)", "type": "\(error.type)"])
+                if case .bodyStorageFailed(let cause) = error {
+                    logger.error("request body could not be stored; refused", metadata: ["error": "\(cause)"])
+                } else {
+                    logger.info("request refused", metadata: ["status": "\(error.status)", "type": "\(error.type)"])
+                }
                 enqueue(serializeResponse(errorResponse(error), version: .http1_1, close: true, omitBody: false, date: httpDate()))
             case .close:
                 closeAfterFlush = true

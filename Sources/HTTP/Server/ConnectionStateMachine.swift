@@ -255,7 +255,7 @@ struct ConnectionStateMachine {
                 memoryLimit: configuration.bodyMemoryLimit, directory: configuration.bodyDirectory,
                 expectedLength: remaining)
         } catch {
-            return fail(.bodyStorageFailed)
+            return fail(.bodyStorageFailed(error))
         }
         phase = .body(
             BodyProgress(
@@ -285,7 +285,7 @@ struct ConnectionStateMachine {
                 do throws(SystemError) {
                     try progress.sink.append(UnsafeRawBufferPointer(rebasing: buffer[0..<take]))
                 } catch {
-                    throw .bodyStorageFailed
+                    throw .bodyStorageFailed(error)
                 }
                 progress.remaining = remaining - take
                 return (take, remaining == take)
@@ -303,7 +303,7 @@ struct ConnectionStateMachine {
                     do throws(SystemError) {
                         try progress.sink.append(UnsafeRawBufferPointer(rebasing: buffer[range]))
                     } catch {
-                        throw .bodyStorageFailed
+                        throw .bodyStorageFailed(error)
                     }
                 case .needMoreInput: return (offset, false)
                 case .end: return (offset, true)

@@ -8,8 +8,8 @@ public enum HTTPServerError: Error, Sendable, Equatable {
     case bodyTooSlow
     case expectationFailed
     case tooManyConnections
-    /// The body could not be written to the body directory (disk full, permissions).
-    case bodyStorageFailed
+    /// The body could not be written to the body directory (disk full, permissions, EIO): the cause is for the log.
+    case bodyStorageFailed(SystemError)
 
     public var status: Int {
         switch self {

@@ -21,6 +21,9 @@ final class Notifier: Sendable {
     private let settleQueue = DispatchQueue(label: "ich-notifier-settle")
     private let deliveryQueue = DispatchQueue(label: "ich-notifier-delivery")
     private let stopped = Atomic<Bool>(false)
+    /// Consecutive failures of each loop, so a lasting database fault is logged now and then, not every look.
+    private let settleFailures = Atomic<Int>(0)
+    private let deliveryFailures = Atomic<Int>(0)
 
     init(writer: DatabaseQueue, configuration: ServiceConfiguration, manifest: Manifest, model: JSONValue,
          metrics: ServiceMetrics, logger: Logger) {
@@ -65,7 +68,10 @@ final class Notifier: Sendable {
         let cutoff = now - configuration.stableAge
         do {
             // Most looks find nothing: check before taking a write transaction.
-            guard try !writer.sync({ try Outbox.unsettled($0, receivedBefore: cutoff, limit: 1) }).isEmpty else { return }
+            guard try !writer.sync({ try Outbox.unsettled($0, receivedBefore: cutoff, limit: 1) }).isEmpty else {
+                settleFailures.store(0, ordering: .relaxed)
+                return
+            }
             let queued = try writer.write { db in
                 var queued = 0
                 for study in try Outbox.unsettled(db, receivedBefore: cutoff, limit: 100) {
@@ -75,12 +81,12 @@ final class Notifier: Sendable {
                 }
                 return queued
             }
+            settleFailures.store(0, ordering: .relaxed)
             guard queued > 0 else { return }
             metrics.notifications("queued", count: queued)
             deliveryQueue.async { [self] in if !stopped.load(ordering: .relaxed) { deliverDue() } }
         } catch {
-            metrics.error("database")
-            logger.error("settling completed studies failed; retrying")
+            failed("settling completed studies failed; retrying", error, failures: settleFailures)
         }
     }
 
@@ -112,9 +118,18 @@ final class Notifier: Sendable {
                 }
             }
             metrics.notificationsPending.set(Double(try writer.sync { try Outbox.pendingCount($0) }))
+            deliveryFailures.store(0, ordering: .relaxed)
         } catch {
-            metrics.error("database")
-            logger.error("recording webhook deliveries failed; retrying")
+            failed("recording webhook deliveries failed; retrying", error, failures: deliveryFailures)
+        }
+    }
+
+    /// Logs the first of a run of failures and every 60th after it, with the cause.
+    private func failed(_ message: Logger.Message, _ error: any Error, failures: borrowing Atomic<Int>) {
+        metrics.error("database")
+        let count = failures.add(1, ordering: .relaxed).newValue
+        if count == 1 || count.isMultiple(of: 60) {
+            logger.error(message, metadata: ["error": "\(loggable(error))", "consecutive_failures": "\(count)"])
         }
     }
 

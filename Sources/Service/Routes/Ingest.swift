@@ -64,7 +64,7 @@ enum IngestRoutes {
     static func storeFailed(_ context: ServiceContext, _ error: any Error) -> Problem {
         context.metrics.error("spool")
         context.logger.error("storing an upload failed", metadata: ["error": "\(loggable(error))"])
-        return Problem(503, "storage-unavailable", "The upload could not be stored durably; nothing was kept. Retry shortly.",
+        return Problem(503, "storage-unavailable", "The upload could not be stored durably. Retry shortly.",
                        headers: [("Retry-After", "5")])
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import HTTP
 import Storage
 
@@ -7,16 +8,15 @@ enum OperationRoutes {
         HTTPResponse(status: 200, headers: StudyRoutes.json, body: JSONValue.object([("status", .string("alive"))]).serialized())
     }
 
-    /// Ready when the model has run a warm-up pass, the database takes a write
-    /// lock, its file system is writable with room to spare, and the queue is
-    /// below its high-water mark.
+    /// Ready when the model has run a warm-up pass, the database commits a
+    /// write, its file system takes a synced write with room to spare, and the
+    /// queue is below its high-water mark.
     static func ready(_ request: HTTPRequest, _ context: ServiceContext) async -> HTTPResponse {
         let model = context.modelReady
-        let database = (try? await context.writer.read { db -> Bool in
-            try db.execute("BEGIN IMMEDIATE")
-            try db.execute("ROLLBACK")
-            return true
-        }) ?? false
+        // A committed write: a database that only fails its writes (full, read-only, EIO on the WAL or its sync)
+        // still begins and rolls back transactions.
+        let now = Date().timeIntervalSince1970
+        let database = (try? await context.writer.transaction { try ReadinessProbe.write($0, at: now) }) != nil
         let storage = StorageProbe.acceptsWrites(context.configuration.dataDirectory)
         let queue = context.pipeline.depth < context.configuration.queueHighWater
         let ready = model && database && storage && queue
