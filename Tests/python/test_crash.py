@@ -69,17 +69,23 @@ def metric_value(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-def test_uploads_during_model_load_are_queued_once(tmp_path):
+def loading_server(tmp_path, max_batch: int):
+    """A server started without waiting for its model (uploads are accepted while it loads), and an admin client."""
     problem = service.binary_problem(service.server_binary())
     if problem:
         pytest.fail(problem, pytrace=False)
     srv = service.Server(tmp_path / "data", service.test_bundle(),
-                         args=["--max-batch", "8", "--max-delay-ms", "10", "--threads", "2", "--stable-age", "1"],
+                         args=["--max-batch", str(max_batch), "--max-delay-ms", "10", "--threads", "2",
+                               "--stable-age", "1"],
                          log_path=tmp_path / "server.log")
     token = srv.token("admin")
     srv.start(ready=False)
+    return srv, srv.client(token, validate=False)
+
+
+def test_uploads_during_model_load_are_queued_once(tmp_path):
+    srv, client = loading_server(tmp_path, max_batch=8)
     try:
-        client = srv.client(token, validate=False)
         files = service.make_study(3, seed=31)
         for f in files:
             assert client.post_instance(f.data).status == 202
@@ -100,16 +106,8 @@ def test_reupload_after_delete_is_processed(tmp_path):
     """A study deleted while its jobs wait, then sent again with the same UIDs and bytes: the
     new uploads (202) must end `done`. The uploads happen while the model loads (accepted,
     not processed), which keeps the deleted study's jobs in the batcher."""
-    problem = service.binary_problem(service.server_binary())
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    srv = service.Server(tmp_path / "data", service.test_bundle(),
-                         args=["--max-batch", "4", "--max-delay-ms", "5", "--threads", "2", "--stable-age", "1"],
-                         log_path=tmp_path / "server.log")
-    token = srv.token("admin")
-    srv.start(ready=False)
+    srv, client = loading_server(tmp_path, max_batch=4)
     try:
-        client = srv.client(token, validate=False)
         files = service.make_study(3, seed=7)
         for f in files:
             assert client.post_instance(f.data).status == 202

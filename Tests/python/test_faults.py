@@ -245,6 +245,24 @@ def assert_spool_and_tmp_empty(data_dir: Path) -> None:
     assert sorted(os.listdir(data_dir / "tmp")) == [], "request body files left"
 
 
+def uploads_work_again_and_nothing_is_lost(srv, client, data: Path, work: Path, acknowledged: dict[str, str],
+                                          refused: set[str], seed: int) -> None:
+    """After a fault clears: a single upload and a STOW are stored and processed, the refused uploads do not
+    exist, the server stops cleanly, nothing is left in spool/ or tmp/, and the database holds exactly the
+    acknowledged instances."""
+    after = make_study(3, seed=seed)
+    assert client.post_instance(after[0].data).status == 202
+    assert client.stow([f.data for f in after[1:]]).status == 200
+    acknowledged.update((f.sop, f.study) for f in after)
+    for f in after:
+        assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
+    for sop in refused:
+        assert_problem(client.get(f"/v1/instances/{sop}"), 404, "instance-not-found")
+    assert srv.stop() == 0
+    assert_spool_and_tmp_empty(data)
+    check_database(data, work, acknowledged, refused)
+
+
 # --------------------------------------------------------------------------
 # Runs that are expected to end by themselves
 
@@ -628,17 +646,7 @@ def test_disk_full_at_run_time(bundle, rig, tmp_path):
     filler.unlink()
     for sop in acknowledged:
         assert client.wait_instance_done(sop, timeout=60)["status"] == "done", sop
-    study_c = make_study(3, seed=67)
-    assert client.post_instance(study_c[0].data).status == 202
-    assert client.stow([f.data for f in study_c[1:]]).status == 200
-    acknowledged.update((f.sop, f.study) for f in study_c)
-    for f in study_c:
-        assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
-    for sop in refused:
-        assert_problem(client.get(f"/v1/instances/{sop}"), 404, "instance-not-found")
-    assert srv.stop() == 0
-    assert_spool_and_tmp_empty(data)
-    check_database(data, tmp_path, acknowledged, refused)
+    uploads_work_again_and_nothing_is_lost(srv, client, data, tmp_path, acknowledged, refused, seed=67)
 
 
 @pytest.fixture
@@ -804,16 +812,7 @@ def test_read_only_file_system_at_run_time(bundle, rig, tmp_path):
     client = srv.client(token)
     for sop in acknowledged:
         assert client.wait_instance_done(sop, timeout=60)["status"] == "done"
-    after = make_study(2, seed=94)
-    assert client.stow([f.data for f in after]).status == 200
-    acknowledged.update((f.sop, f.study) for f in after)
-    for f in after:
-        assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
-    for sop in refused:
-        assert_problem(client.get(f"/v1/instances/{sop}"), 404, "instance-not-found")
-    assert srv.stop() == 0
-    assert_spool_and_tmp_empty(data)
-    check_database(data, tmp_path, acknowledged, refused)
+    uploads_work_again_and_nothing_is_lost(srv, client, data, tmp_path, acknowledged, refused, seed=94)
 
 
 def test_readyz_not_ready_when_the_file_system_is_read_only(bundle, rig, tmp_path):
@@ -1053,18 +1052,8 @@ def test_eio_in_the_spool_refuses_uploads(calls, bundle, rig, tmp_path, eio):
     assert causes and all(f"Spool {calls} failed: Input/output error" in line for line in causes), error_lines(srv)
     eio.off()
 
-    after = make_study(3, seed=114)
-    assert client.post_instance(after[0].data).status == 202
-    assert client.stow([f.data for f in after[1:]]).status == 200
-    acknowledged.update((f.sop, f.study) for f in after)
-    for f in after:
-        assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
-    for sop in refused:
-        assert_problem(client.get(f"/v1/instances/{sop}"), 404, "instance-not-found")
-    assert srv.stop() == 0
+    uploads_work_again_and_nothing_is_lost(srv, client, data, tmp_path, acknowledged, refused, seed=114)
     assert_log_clean(srv, refused | set(acknowledged))
-    assert_spool_and_tmp_empty(data)
-    check_database(data, tmp_path, acknowledged, refused)
 
 
 @pytest.mark.parametrize("calls", ["all", "fsync,fdatasync"])
