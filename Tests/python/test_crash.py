@@ -9,9 +9,10 @@ uploading now and then. Then a drain and the checks: no acknowledged
 instance lost, duplicated or failed, nothing left of a study deleted (204)
 after its uploads, no half-deleted study, one result per row, study counters
 equal to their instances, no notification of a deleted study, `PRAGMA
-integrity_check` ok, nothing left in spool/ or tmp/. About 30 to 40 s on two
-cores. Half the studies deleted (204) are sent again, as a PACS would. `ICH_CRASH_SEED` fixes the seed (default: from the clock; the seed is
-printed so a failure can be replayed); the full run is `python
+integrity_check` ok, nothing left in spool/ or tmp/. Half the studies
+deleted (204) are sent again, as a PACS would. About 40 s on two idle cores,
+two minutes on busy ones. `ICH_CRASH_SEED` fixes the seed (default: from the
+clock; the seed is printed so a failure can be replayed); the full run is `python
 Tools/crash_test.py` (20 cycles), see docs/RELIABILITY.md.
 """
 
