@@ -23,7 +23,7 @@ final class Pipeline: @unchecked Sendable {
     let modelID: String
     let batchPolicy: BatchPolicy
     private(set) var batcher: Batcher<Job>!
-    /// Guards `classifier` and `stopping`; signalled on stop, so that a retry wait ends at once.
+    /// Guards `classifier`, `stopping` and `unsure`; signalled on stop, so that a retry wait ends at once.
     private let lock = NSCondition()
     private var classifier: Classifier?
     private var stopping = false
