@@ -32,7 +32,7 @@ on request reads) fail with EIO on chosen paths while a control file exists.
 These tests need no root. See section 5 for what the shim can and cannot
 stand in for.
 
-    ICH_SERVER=/tmp/snap/ich-server .venv/bin/pytest -q -rsxX Tests/python/test_faults.py
+    ICH_SERVER=.build/release/ich-server .venv/bin/pytest -q -rsxX Tests/python/test_faults.py
 """
 
 from __future__ import annotations
