@@ -3,9 +3,8 @@ import Glibc
 /// Whether the data directory can take uploads: its file system has at least
 /// 64 MiB free (5% of its size on a smaller one) and a one-byte write to a
 /// probe file in `tmp/` (the request bodies' directory) succeeds; the file
-/// is synced and removed again. SQLite's `BEGIN IMMEDIATE` succeeds on a full
-/// or read-only disk (it writes nothing), an ext4 that turned read-only after
-/// an I/O error does not say so in statvfs's flags, and a disk that fails on
+/// is synced and removed again. An ext4 that turned read-only after an I/O
+/// error does not say so in statvfs's flags, and a disk that fails on
 /// write-back fails only the sync: only a synced write tells.
 enum StorageProbe {
     static func acceptsWrites(_ directory: String) -> Bool {
