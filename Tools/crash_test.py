@@ -1011,11 +1011,7 @@ def main(argv=None) -> int:
 
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
     rng = random.Random(seed)
-    binary = args.server.resolve() if args.server else service.server_binary()
-    problem = service.binary_problem(binary)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
+    binary = service.tool_server_binary(args.server)
     model = args.model.resolve() if args.model else service.test_bundle()
     work = args.work_dir.resolve() if args.work_dir else Path(tempfile.mkdtemp(prefix="ich-crash-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -927,11 +927,7 @@ def violations_of(summary: dict) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    binary = args.server.resolve() if args.server else service.server_binary()
-    problem = service.binary_problem(binary)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
+    binary = service.tool_server_binary(args.server)
     own_limit = raise_own_fd_limit()
     if own_limit[0] != resource.RLIM_INFINITY and own_limit[0] < args.idle_sockets + 200:
         print(f"RLIMIT_NOFILE {own_limit} is too low for {args.idle_sockets} idle sockets", file=sys.stderr)

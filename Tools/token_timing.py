@@ -122,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="also print one JSON object")
     args = p.parse_args(argv)
 
-    binary = args.server.resolve() if args.server else service.server_binary()
-    problem = service.binary_problem(binary)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
+    binary = service.tool_server_binary(args.server)
     work = Path(tempfile.mkdtemp(prefix="ich-token-timing-"))
     srv = Server(work / "data", args.model.resolve() if args.model else service.test_bundle(),
                  args=["--auth-failure-limit", "0"], binary=binary, log_path=work / "server.log")

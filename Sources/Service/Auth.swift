@@ -38,7 +38,8 @@ public enum Auth {
     static let challenge = [("WWW-Authenticate", "Bearer realm=\"ich-triage\"")]
 
     /// The principal for the request's token, or the 401/403 problem. Blocks
-    /// on the token lookup: for the HTTP layer's head check, on its own queue.
+    /// on the token lookup: it runs in the HTTP layer's head check, on the
+    /// connection's queue, once per request.
     static func authorize(_ headers: HTTPHeaders, needs scope: Scope, tokens db: DatabaseQueue) throws(Problem) -> Principal {
         let presented = try presentedHash(headers)
         do {
@@ -48,18 +49,6 @@ public enum Auth {
         } catch {
             throw .databaseUnavailable("Tokens cannot be checked")
         }
-    }
-
-    /// `authorize` for handlers, which run on Swift concurrency's threads.
-    static func authorize(_ headers: HTTPHeaders, needs scope: Scope, tokens db: DatabaseQueue) async throws(Problem) -> Principal {
-        let presented = try presentedHash(headers)
-        let record: TokenRecord?
-        do {
-            record = try await db.read { try TokenStore.find($0, hash: presented) }
-        } catch {
-            throw .databaseUnavailable("Tokens cannot be checked")
-        }
-        return try grant(record, presented: presented, needs: scope)
     }
 
     private static func presentedHash(_ headers: HTTPHeaders) throws(Problem) -> [UInt8] {

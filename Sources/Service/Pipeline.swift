@@ -27,8 +27,9 @@ final class Pipeline: @unchecked Sendable {
     private let lock = NSCondition()
     private var classifier: Classifier?
     private var stopping = false
-    /// Spool files of uploads refused after an I/O error in their commit (see `ingest`), kept until a later
-    /// commit succeeds: from then on the failed transaction can no longer come back from the WAL.
+    /// Spool files of uploads refused after an I/O error in their commit (see `ingest`), kept until a batch's
+    /// results commit (on the batcher's thread, not an upload's): from then on the failed transaction can no
+    /// longer come back from the WAL.
     private var unsure: [String] = []
 
     init(writer: DatabaseQueue, spool: Spool, metrics: ServiceMetrics, logger: Logger, modelID: String, policy: BatchPolicy) {
@@ -94,7 +95,6 @@ final class Pipeline: @unchecked Sendable {
             }
             try spool.syncDirectory()
             let inserted = try writer.write { try JobQueue.enqueue($0, records) }
-            removeUnsureFiles()
             var jobs: [Job] = []
             for (record, isNew) in zip(records, inserted) {
                 if isNew {
@@ -108,8 +108,8 @@ final class Pipeline: @unchecked Sendable {
             return inserted
         } catch {
             // After an I/O error in the commit the job rows may come back when the database is next opened
-            // (the transaction reached the WAL): their files stay until a later commit settles it, or until the
-            // next start's recovery, which keeps the files that have a row and removes the rest.
+            // (the transaction reached the WAL): their files stay until a batch commits, or until the next
+            // start's recovery, which keeps the files that have a row and removes the rest.
             if (error as? StorageError)?.isIOError ?? false {
                 lock.withLock { unsure += written }
             } else {

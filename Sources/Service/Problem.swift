@@ -36,6 +36,9 @@ public struct Problem: Error, Sendable, Equatable {
         Problem(503, "database-unavailable", "\(what) right now; retry shortly.", headers: [("Retry-After", "5")])
     }
 
+    /// A bug of this server; the cause goes to the log, never to the client.
+    static let internalError = Problem(500, "internal-error", "The server failed to handle this request; it has been logged.")
+
     static func notFound(_ what: String) -> Problem { Problem(404, "\(what)-not-found", "No \(what) with that UID is stored.") }
 
     static func invalidParameter(_ name: String, _ expected: String) -> Problem {

@@ -85,6 +85,17 @@ def binary_problem(path: Path) -> str | None:
     return None
 
 
+def tool_server_binary(given: Path | None) -> Path:
+    """For the Tools/ scripts: `given` (their --server) or $ICH_SERVER or the release build; exits with
+    status 2 and the reason when it cannot be run."""
+    binary = given.resolve() if given else server_binary()
+    problem = binary_problem(binary)
+    if problem:
+        print(problem, file=sys.stderr)
+        raise SystemExit(2)
+    return binary
+
+
 # --------------------------------------------------------------------------
 # Model bundles
 

@@ -245,6 +245,16 @@ def assert_spool_and_tmp_empty(data_dir: Path) -> None:
     assert sorted(os.listdir(data_dir / "tmp")) == [], "request body files left"
 
 
+def post_acknowledged(client, acknowledged: dict[str, str], count: int, seed: int) -> list:
+    """`count` new slices of one study, each posted alone and answered 202; recorded in `acknowledged`."""
+    files = make_study(count, seed=seed)
+    for f in files:
+        response = client.post_instance(f.data)
+        assert response.status == 202, repr(response)
+        acknowledged[f.sop] = f.study
+    return files
+
+
 def uploads_work_again_and_nothing_is_lost(srv, client, data: Path, work: Path, acknowledged: dict[str, str],
                                           refused: set[str], seed: int) -> None:
     """After a fault clears: a single upload and a STOW are stored and processed, the refused uploads do not
@@ -624,11 +634,7 @@ def test_disk_full_at_run_time(bundle, rig, tmp_path):
 
     # (c) Acknowledged uploads whose results cannot be stored: the server is
     # frozen (SIGSTOP) while the disk fills, before their batch's 4 s are up.
-    study_b = make_study(3, seed=65)
-    for f in study_b:
-        response = client.post_instance(f.data)
-        assert response.status == 202, repr(response)
-        acknowledged[f.sop] = f.study
+    study_b = post_acknowledged(client, acknowledged, 3, seed=65)
     srv.process.send_signal(signal.SIGSTOP)
     try:
         filler = fill(point)
@@ -880,10 +886,7 @@ def test_locked_database_at_run_time(bundle, rig, tmp_path, locked_database):
         assert time.monotonic() < deadline, f"/readyz not 200 after the lock was released: {readyz!r}"
         time.sleep(0.2)
     assert client.get(f"/v1/studies/{first_study}").status == 200
-    after = make_study(2, seed=103)
-    for f in after:
-        assert client.post_instance(f.data).status == 202
-        acknowledged[f.sop] = f.study
+    after = post_acknowledged(client, acknowledged, 2, seed=103)
     for f in after:
         assert client.wait_instance_done(f.sop, timeout=60)["status"] == "done"
     assert_problem(client.get(f"/v1/instances/{single.sop}"), 404, "instance-not-found")
@@ -1068,11 +1071,7 @@ def test_eio_on_the_database_while_results_are_committed(calls, bundle, rig, tmp
     srv, client, _, acknowledged = serve_one_done_study(rig, data, bundle, stable_age="1", seed=121, env=eio.env(),
                                                         args=["--max-delay-ms", "3000"])
     eio.require_loaded(srv)
-    waiting = make_study(3, seed=122)
-    for f in waiting:
-        response = client.post_instance(f.data)
-        assert response.status == 202, repr(response)
-        acknowledged[f.sop] = f.study
+    waiting = post_acknowledged(client, acknowledged, 3, seed=122)
     eio.on(f"{data}/ich.sqlite", calls=tuple(calls.split(",")) if calls != "all" else ())
     wait_for_log(srv, "storing results failed", 30)
     first_failure = time.monotonic()
@@ -1485,10 +1484,7 @@ def test_eio_reading_the_spool_does_not_fail_acknowledged_uploads(bundle, rig, t
     srv, client, _, acknowledged = serve_one_done_study(rig, data, bundle, stable_age="600", seed=171, env=eio.env(),
                                                         args=["--max-delay-ms", "1500"])
     eio.require_loaded(srv)
-    waiting = make_study(3, seed=172)
-    for f in waiting:
-        assert client.post_instance(f.data).status == 202
-        acknowledged[f.sop] = f.study
+    waiting = post_acknowledged(client, acknowledged, 3, seed=172)
     eio.on(f"{data}/spool/", calls=("read",))
     deadline = time.monotonic() + 15
     while not eio.injected():

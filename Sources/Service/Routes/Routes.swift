@@ -93,9 +93,11 @@ enum Routes {
                 var request = request
                 request.pathParameters = parameters
                 request.routeTemplate = t
-                var principal = request.head.admission as? Principal
-                if let scope = route.scope, principal == nil {  // only when no head check ran
-                    principal = try await Auth.authorize(request.headers, needs: scope, tokens: context.reader)
+                // `check` authenticated the request before its body was read; without its principal, refuse.
+                let principal = request.head.admission as? Principal
+                guard route.scope == nil || principal != nil else {
+                    context.logger.critical("a scoped request reached its handler without the head check", metadata: ["route": "\(t)"])
+                    throw Problem.internalError
                 }
                 if route.ingest { try checkQueue(context) }
                 response = try await route.handler(request, context, principal)
@@ -106,7 +108,7 @@ enum Routes {
         } catch {
             context.metrics.error("internal-error")
             context.logger.error("handler failed", metadata: ["route": "\(template)", "error": "\(type(of: error))"])
-            response = Problem(500, "internal-error", "The server failed to handle this request; it has been logged.").response
+            response = Problem.internalError.response
         }
         context.metrics.request(route: template, method: request.method, status: response.status, duration: ContinuousClock.now - start)
         return response
