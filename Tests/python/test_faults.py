@@ -150,18 +150,24 @@ def rig(tmp_path):
     rig.cleanup()
 
 
+def write_until_full(fd: int, chunk_sizes: tuple[int, ...]) -> None:
+    """Appends zeros to `fd` in chunks of each size in turn, each until ENOSPC."""
+    for size in chunk_sizes:
+        chunk = b"\0" * size
+        try:
+            while True:
+                os.write(fd, chunk)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+
+
 def fill(directory: Path) -> Path:
     """Writes `directory`/filler until the file system is full; returns its path."""
     filler = directory / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        for chunk in (b"\0" * 65536, b"\0" * 4096, b"\0"):
-            try:
-                while True:
-                    os.write(fd, chunk)
-            except OSError as error:
-                if error.errno != errno.ENOSPC:
-                    raise
+        write_until_full(fd, (65536, 4096, 1))
     finally:
         os.close(fd)
     stat = os.statvfs(directory)
@@ -1340,13 +1346,7 @@ def keep_full(directory: Path, stop: threading.Event, filled: threading.Event) -
     fd = os.open(directory / "ballast", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         while not stop.is_set():
-            for chunk in (b"\0" * (1 << 20), b"\0" * 65536, b"\0" * 4096):
-                try:
-                    while True:
-                        os.write(fd, chunk)
-                except OSError as error:
-                    if error.errno != errno.ENOSPC:
-                        raise
+            write_until_full(fd, (1 << 20, 65536, 4096))
             filled.set()
             stop.wait(0.02)
     finally:
