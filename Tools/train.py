@@ -8,6 +8,7 @@
         [--val-fraction 0.1] [--seed 0] [--mixed-bfloat16] [--cache [DIR]]
         [--workers K] [--limit-steps N] [--no-augment] [--shift PX]
         [--precise-bn 50] [--target-sensitivity 0.95] [--export-f16 DIR] [--resume]
+        [--time-budget SECONDS]
 
 Data: a directory written by Tools/phantoms.py, or in the RSNA 2019 layout:
 DICOM files anywhere below DIR and ``DIR/labels.csv`` in the format of the
@@ -69,6 +70,12 @@ validation predictions are always computed in float32 on inputs preprocessed
 afresh from the DICOM files (not the float16 cache): they are what the Swift
 service computes for these files.
 
+``--time-budget SECONDS`` starts no epoch that would end, at the pace of the
+last one, more than SECONDS after train.py started; the run then finishes as
+after its last epoch (precise BatchNorm, thresholds, export) on a cosine
+schedule that has not reached zero. A lease of fixed length (the device
+machine) then still returns a model.
+
 ``--export-f16 DIR`` also writes the final weights in float16, in parts of
 at most ``--part-mib`` (16) MiB: what the device machine can send back.
 
@@ -120,6 +127,7 @@ LABELS = evaluate.LABELS
 ARCHITECTURES = ("inception_v3", "resnet50")
 MIN_SIZE = {"inception_v3": 75, "resnet50": 32}
 STATE_FILE = "state.json"
+STARTED = time.monotonic()  # --time-budget counts from here
 CHECKPOINTS = "checkpoints"
 
 
@@ -177,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write final.weights.h5 in float16, split into parts of at most --part-mib MiB "
                         "(to bring it back from the device machine)")
     p.add_argument("--part-mib", type=float, default=16.0)
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="start no epoch expected to end later than SECONDS after start-up")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="JAX platform (default: auto)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras fit verbosity (default 1 on a terminal, else 2)")
     p.add_argument("--name", help="bundle name for the printed convert command (default ich-<arch>-<size>)")
@@ -754,8 +764,9 @@ def train(args, run, settings, dataset, train_idx, val_idx, config, previous, in
     for epoch in range(start_epoch, args.epochs):
         rng = np.random.default_rng([args.seed, epoch])
         order = epoch_order(train_idx, y, args.oversample, steps * batch, rng)
+        threads = max(4, min(8, args.workers // 2)) if inputs.cache is not None else 2
         data = make_dataset(keras, inputs, y, order, batch, augment=not args.no_augment, shift=shift,
-                            seed=args.seed, epoch=epoch, workers=4 if inputs.cache is not None else 2)
+                            seed=args.seed, epoch=epoch, workers=threads)
         started = time.monotonic()
         history = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=verbose)
         seconds = time.monotonic() - started
@@ -772,6 +783,10 @@ def train(args, run, settings, dataset, train_idx, val_idx, config, previous, in
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items() if k != "epoch"),
             file=sys.stderr, flush=True)
         save_checkpoint(run, epoch + 1, model, state, args.keep_checkpoints)
+        if epoch + 1 < args.epochs and out_of_time(time.monotonic() - STARTED, seconds, args.time_budget):
+            print(f"time budget: {args.time_budget:g} s would be exceeded by another epoch of {seconds:.0f} s; "
+                  f"stopping after epoch {epoch + 1} of {args.epochs}", file=sys.stderr, flush=True)
+            break
     write_history(run / "history.csv", state["history"])
 
     # Final weights (float32, precise BatchNorm statistics) and float32 validation
@@ -828,6 +843,10 @@ def train(args, run, settings, dataset, train_idx, val_idx, config, previous, in
     print(json.dumps({"outputs": outputs, "thresholds": choice["thresholds"]}))
     print("\nmake a bundle with:\n" + text, file=sys.stderr)
     return 0
+
+
+def out_of_time(elapsed: float, epoch_seconds: float, budget: float | None) -> bool:
+    return budget is not None and elapsed + epoch_seconds > budget
 
 
 def write_history(path: Path, history: list[dict]) -> None:

@@ -110,6 +110,7 @@ class Pipeline:
         self.bundle = root / "bundle"
         self.timings: dict[str, float] = {}
         self.train_stdout = ""
+        self.train_stderr = ""
 
     def timed(self, name: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
         started = time.monotonic()
@@ -127,10 +128,11 @@ def pipeline(tmp_path_factory) -> Pipeline:
                          "--prevalence", "1", "--quirk-fraction", "1"])
     process = p.timed("train", [
         sys.executable, str(TOOLS / "train.py"), "--data", str(p.data), "--out", str(p.run),
-        "--arch", "inception_v3", "--size", str(SIZE), "--epochs", "1", "--batch", "4", "--limit-steps", "2",
-        "--precise-bn", "4", "--val-fraction", "0.25", "--cache", "--workers", "2", "--device", "cpu", "--verbose", "2",
+        "--arch", "inception_v3", "--size", str(SIZE), "--epochs", "3", "--time-budget", "0", "--batch", "4",
+        "--limit-steps", "2", "--precise-bn", "4", "--val-fraction", "0.25", "--cache", "--workers", "2", "--device", "cpu", "--verbose", "2",
     ], env={"XLA_FLAGS": FAST_COMPILE})
     p.train_stdout = process.stdout
+    p.train_stderr = process.stderr
     thresholds = json.loads((p.run / "thresholds.json").read_text())["thresholds_argument"]
     p.timed("convert", [
         sys.executable, str(TOOLS / "convert_keras.py"), "--arch", "inception_v3",
@@ -154,7 +156,9 @@ def test_run_outputs(pipeline):
     # The layers' weights only (no Adam moments): InceptionV3 is 21.8 M float32 numbers.
     assert (run_dir / "final.weights.h5").stat().st_size < 100e6
     state = json.loads((run_dir / "state.json").read_text())
+    # --time-budget 0 lets the first of 3 epochs run, then the run finishes as if it were the last.
     assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert "stopping after epoch 1 of 3" in pipeline.train_stderr
     assert (run_dir / f"{state['checkpoint']}.weights.h5").is_file()
     assert (run_dir / f"{state['checkpoint']}.optimizer.npz").is_file()
 
