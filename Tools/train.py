@@ -783,7 +783,8 @@ def train(args, run, settings, dataset, train_idx, val_idx, config, previous, in
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items() if k != "epoch"),
             file=sys.stderr, flush=True)
         save_checkpoint(run, epoch + 1, model, state, args.keep_checkpoints)
-        if epoch + 1 < args.epochs and out_of_time(time.monotonic() - STARTED, seconds, args.time_budget):
+        over = args.time_budget is not None and time.monotonic() - STARTED + seconds > args.time_budget
+        if over and epoch + 1 < args.epochs:
             print(f"time budget: {args.time_budget:g} s would be exceeded by another epoch of {seconds:.0f} s; "
                   f"stopping after epoch {epoch + 1} of {args.epochs}", file=sys.stderr, flush=True)
             break
@@ -843,10 +844,6 @@ def train(args, run, settings, dataset, train_idx, val_idx, config, previous, in
     print(json.dumps({"outputs": outputs, "thresholds": choice["thresholds"]}))
     print("\nmake a bundle with:\n" + text, file=sys.stderr)
     return 0
-
-
-def out_of_time(elapsed: float, epoch_seconds: float, budget: float | None) -> bool:
-    return budget is not None and elapsed + epoch_seconds > budget
 
 
 def write_history(path: Path, history: list[dict]) -> None:

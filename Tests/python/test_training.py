@@ -129,7 +129,8 @@ def pipeline(tmp_path_factory) -> Pipeline:
     process = p.timed("train", [
         sys.executable, str(TOOLS / "train.py"), "--data", str(p.data), "--out", str(p.run),
         "--arch", "inception_v3", "--size", str(SIZE), "--epochs", "3", "--time-budget", "0", "--batch", "4",
-        "--limit-steps", "2", "--precise-bn", "4", "--val-fraction", "0.25", "--cache", "--workers", "2", "--device", "cpu", "--verbose", "2",
+        "--limit-steps", "2", "--precise-bn", "4", "--val-fraction", "0.25", "--cache", "--workers", "2",
+        "--device", "cpu", "--verbose", "2",
     ], env={"XLA_FLAGS": FAST_COMPILE})
     p.train_stdout = process.stdout
     p.train_stderr = process.stderr
