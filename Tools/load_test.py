@@ -374,10 +374,13 @@ def run_open_loop(phase: str, seconds: float, rate: float, uploaders: list[Uploa
         t.join(seconds + 60)
 
 
-def run_warmup(seconds: float, uploader: Uploader, admin_token: str, ledger: Ledger) -> float:
-    """Keeps up to 4 batches queued (ich_queue_depth) so that the model never waits for
-    work; returns the processed rate of the second half (slices/s): the capacity. The
-    first half is left out: the first batches run on cold caches."""
+def run_warmup(seconds: float, uploader: Uploader, admin_token: str, ledger: Ledger, hard_limit: int) -> float:
+    """Keeps up to 4 batches queued (ich_queue_depth), and a batch below the hard limit, so
+    that the model never waits for work and the server answers no 503s (a storm of them took
+    half the CPU from the model in --quick, where 4 batches are above the limit of 24); returns
+    the processed rate of the second half (slices/s): the capacity. The first half is left
+    out: the first batches run on cold caches."""
+    target = min(4 * MAX_BATCH, hard_limit - MAX_BATCH)
     started = time.monotonic()
     until = started + seconds
     half = started + seconds / 2
@@ -387,7 +390,7 @@ def run_warmup(seconds: float, uploader: Uploader, admin_token: str, ledger: Led
         if mark is None and time.monotonic() >= half:
             mark = (time.monotonic(), metric_sum(text, "ich_instances_processed_total") or 0.0)
         depth = metric_sum(text, "ich_queue_depth") or 0.0
-        if depth < 4 * MAX_BATCH:
+        if depth < target:
             for _ in range(MAX_BATCH):
                 uploader.upload("warm-up")
         else:
@@ -806,7 +809,7 @@ def run_load(args, srv: Server, tokens: dict, sampler: Sampler, ledger: Ledger, 
     sampler.phase = "warm-up"
     started = time.monotonic()
     warm = Uploader(srv.port, tokens["ingest"], factory, ledger)
-    capacity = run_warmup(args.warmup, warm, tokens["admin"], ledger)
+    capacity = run_warmup(args.warmup, warm, tokens["admin"], ledger, args.queue_hard_limit)
     warm.close()
     phases.append(phase_summary("warm-up", time.monotonic() - started, ledger, sampler, None))
     rss_after_warmup = rss_kib(srv.process.pid)

@@ -1,6 +1,6 @@
 """The load test of issue 6 in its short form (Tools/load_test.py --quick).
 
-One server with `--queue-hard-limit 100 --max-connections 1200`: a warm-up that
+One server with `--queue-hard-limit 24 --max-connections 1200`: a warm-up that
 estimates the model's capacity, a few seconds at 1x, 3x (8 uploaders) and 0.5x
 that rate, then a well-behaved client during 200 slow-header sockets, 200
 slow-body sockets and 1000 idle keep-alive sockets. About 40 s on two cores.
