@@ -380,7 +380,7 @@ def run_warmup(seconds: float, uploader: Uploader, admin_token: str, ledger: Led
     half the CPU from the model in --quick, where 4 batches are above the limit of 24); returns
     the processed rate of the second half (slices/s): the capacity. The first half is left
     out: the first batches run on cold caches."""
-    target = min(4 * MAX_BATCH, hard_limit - MAX_BATCH)
+    target = max(MAX_BATCH, min(4 * MAX_BATCH, hard_limit - MAX_BATCH))
     started = time.monotonic()
     until = started + seconds
     half = started + seconds / 2
