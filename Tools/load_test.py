@@ -376,10 +376,9 @@ def run_open_loop(phase: str, seconds: float, rate: float, uploaders: list[Uploa
 
 def run_warmup(seconds: float, uploader: Uploader, admin_token: str, ledger: Ledger, hard_limit: int) -> float:
     """Keeps up to 4 batches queued (ich_queue_depth), and a batch below the hard limit, so
-    that the model never waits for work and the server answers no 503s (a storm of them took
-    half the CPU from the model in --quick, where 4 batches are above the limit of 24); returns
-    the processed rate of the second half (slices/s): the capacity. The first half is left
-    out: the first batches run on cold caches."""
+    that the model never waits for work and no 503s take CPU from it; returns the processed
+    rate of the second half (slices/s): the capacity. The first half is left out: the first
+    batches run on cold caches."""
     target = max(MAX_BATCH, min(4 * MAX_BATCH, hard_limit - MAX_BATCH))
     started = time.monotonic()
     until = started + seconds

@@ -761,10 +761,10 @@ def train(args, run, settings, dataset, train_idx, val_idx, config, previous, in
               f"{int(np.asarray(model.optimizer.iterations.value))})", file=sys.stderr)
     verbose = args.verbose if args.verbose is not None else (1 if sys.stderr.isatty() else 2)
     y = dataset.labels
+    threads = max(4, min(8, args.workers // 2)) if inputs.cache is not None else 2  # batch loader threads
     for epoch in range(start_epoch, args.epochs):
         rng = np.random.default_rng([args.seed, epoch])
         order = epoch_order(train_idx, y, args.oversample, steps * batch, rng)
-        threads = max(4, min(8, args.workers // 2)) if inputs.cache is not None else 2
         data = make_dataset(keras, inputs, y, order, batch, augment=not args.no_augment, shift=shift,
                             seed=args.seed, epoch=epoch, workers=threads)
         started = time.monotonic()

@@ -109,8 +109,7 @@ class Pipeline:
         self.run = root / "run"
         self.bundle = root / "bundle"
         self.timings: dict[str, float] = {}
-        self.train_stdout = ""
-        self.train_stderr = ""
+        self.train: subprocess.CompletedProcess | None = None
 
     def timed(self, name: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
         started = time.monotonic()
@@ -126,14 +125,12 @@ def pipeline(tmp_path_factory) -> Pipeline:
     p.timed("phantoms", [sys.executable, str(TOOLS / "phantoms.py"), "--out", str(p.data), "--studies", "6",
                          "--seed", "5", "--size", "128", "--slices-min", "4", "--slices-max", "4",
                          "--prevalence", "1", "--quirk-fraction", "1"])
-    process = p.timed("train", [
+    p.train = p.timed("train", [
         sys.executable, str(TOOLS / "train.py"), "--data", str(p.data), "--out", str(p.run),
         "--arch", "inception_v3", "--size", str(SIZE), "--epochs", "3", "--time-budget", "0", "--batch", "4",
         "--limit-steps", "2", "--precise-bn", "4", "--val-fraction", "0.25", "--cache", "--workers", "2",
         "--device", "cpu", "--verbose", "2",
     ], env={"XLA_FLAGS": FAST_COMPILE})
-    p.train_stdout = process.stdout
-    p.train_stderr = process.stderr
     thresholds = json.loads((p.run / "thresholds.json").read_text())["thresholds_argument"]
     p.timed("convert", [
         sys.executable, str(TOOLS / "convert_keras.py"), "--arch", "inception_v3",
@@ -159,7 +156,7 @@ def test_run_outputs(pipeline):
     state = json.loads((run_dir / "state.json").read_text())
     # --time-budget 0 lets the first of 3 epochs run, then the run finishes as if it were the last.
     assert state["epoch"] == 1 and len(state["history"]) == 1
-    assert "stopping after epoch 1 of 3" in pipeline.train_stderr
+    assert "stopping after epoch 1 of 3" in pipeline.train.stderr
     assert (run_dir / f"{state['checkpoint']}.weights.h5").is_file()
     assert (run_dir / f"{state['checkpoint']}.optimizer.npz").is_file()
 
@@ -180,7 +177,7 @@ def test_run_outputs(pipeline):
     assert f"--input-size {SIZE}" in command and "phantoms.py, seed 5" in command
     assert choice["thresholds_argument"] == ",".join(f"{t:.6g}" for t in choice["thresholds"])
     assert f"--thresholds {choice['thresholds_argument']}" in command
-    summary = json.loads(pipeline.train_stdout.strip().splitlines()[-1])
+    summary = json.loads(pipeline.train.stdout.strip().splitlines()[-1])
     assert summary["thresholds"] == choice["thresholds"]
 
     manifest = json.loads((pipeline.bundle / "model.json").read_text())
