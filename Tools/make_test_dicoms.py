@@ -538,13 +538,13 @@ def _missing_study() -> bytes:
     return to_bytes(ds)
 
 
-@case("malformed_sop_uid.dcm", "malformed-uid", "SOPInstanceUID with letters (1.2.840.abc.7)")
+@case("malformed_sop_uid.dcm", "malformed-uid", "SOPInstanceUID with a slash (1.2.840.ab/c.7)")
 def _malformed_uid() -> bytes:
     ds = ct_dataset("malformed_sop_uid.dcm", np.zeros((16, 16), np.int32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about the invalid UI value
-        ds.SOPInstanceUID = "1.2.840.abc.7"
-        ds.file_meta.MediaStorageSOPInstanceUID = "1.2.840.abc.7"
+        ds.SOPInstanceUID = "1.2.840.ab/c.7"
+        ds.file_meta.MediaStorageSOPInstanceUID = "1.2.840.ab/c.7"
     return to_bytes(ds)
 
 

@@ -65,7 +65,7 @@ public enum DICOMError: Error, Equatable, Sendable {
         case .invalidAttribute(let name):
             "Attribute \(name) has an invalid value."
         case .malformedUID(let attribute):
-            "\(attribute) is not a valid DICOM UID (digits and dots, at most 64 characters)."
+            "\(attribute) is not a valid identifier (1 to 64 characters of 0-9, A-Z, a-z, dot, underscore and hyphen)."
         case .absurdDimensions(let rows, let columns):
             "Image size \(rows)x\(columns) is outside the accepted range (1 to \(CTSlice.maximumDimension) per side)."
         case .pixelDataTooShort(let expected, let actual):

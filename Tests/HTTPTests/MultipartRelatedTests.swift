@@ -76,13 +76,17 @@ private func parse(_ text: String, boundary: String = "b", maxParts: Int = 10_00
     #expect(parse("--b\r\nX: 1\r\n--b--") == .failure(.malformedPartHeaders(part: 1)))
 }
 
-@Test(arguments: ["", String(repeating: "a", count: 71), "a\r", "a;b", "trailing "])
+@Test(arguments: ["", String(repeating: "a", count: maximumBoundaryLength + 1), "a\r", "a;b", "trailing "])
 func invalidBoundary(boundary: String) {
     #expect(parse("--b\r\n\r\nA\r\n--b--", boundary: boundary) == .failure(.invalidBoundary), "\(boundary.debugDescription)")
 }
 
-@Test func seventyCharacterBoundary() {
-    let boundary = String(repeating: "z", count: 70)
+/// Longer than RFC 2046's 70: Orthanc's DICOMweb plugin sends two UUIDs joined by "-" (73 characters).
+@Test(arguments: [70, 73, maximumBoundaryLength])
+func longBoundary(length: Int) {
+    let orthanc = "1f3b8a5e-2c4d-4e6f-8a9b-0c1d2e3f4a5b-9e8d7c6b-5a4f-4e3d-2c1b-0a9f8e7d6c5b"
+    let boundary = length == 73 ? orthanc : String(repeating: "z", count: length)
+    #expect(boundary.utf8.count == length)
     #expect(parse("--\(boundary)\r\n\r\nA\r\n--\(boundary)--", boundary: boundary) == .success(["|A"]))
 }
 

@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -236,7 +237,14 @@ UID_FIXED_SOURCES = ("bad_sequence.dcm", "JPEGLSNearLossless_08.dcm", "JPEGLSNea
 
 
 def is_valid_uid(uid: str) -> bool:
-    """PS3.5 9.1 syntax as ichctl checks it: digits and dots, <= 64 chars, no empty component."""
+    """The identifiers ichctl and the service accept (issue "Real head-CT studies"): 1 to 64
+    ASCII characters of [0-9A-Za-z._-], never "." or ".." alone. Wider than PS3.5 9.1 because
+    archives hold RSNA-style (ID_0a1b2c3d4e) and hashed identifiers."""
+    return re.fullmatch(r"[0-9A-Za-z._-]{1,64}", uid) is not None and uid not in (".", "..")
+
+
+def is_dicom_uid(uid: str) -> bool:
+    """PS3.5 9.1 proper: digits and dots, <= 64 chars, no empty component (what we write)."""
     return 0 < len(uid) <= 64 and all(part.isdigit() and part.isascii() for part in uid.split("."))
 
 
@@ -246,10 +254,10 @@ def uid_fixed_name(source: str) -> str:
 
 @pytest.fixture(scope="session")
 def uid_fixed_copies(tmp_path_factory) -> dict[str, Path]:
-    """Copies of real files that ichctl rejects only for their UIDs (bad_sequence.dcm has
-    hashed, non-numeric UIDs; the JPEG-LS near-lossless samples have no Study/Series UID),
-    with valid UIDs derived from the old values. Pixel Data stays byte-for-byte the same.
-    Keyed by the copy's file name."""
+    """Copies of real files that ichctl rejects only for their UIDs (the JPEG-LS near-lossless
+    samples have no Study/Series UID), with valid UIDs derived from the old values; bad_sequence.dcm's
+    hashed UIDs are accepted as they are, so its copy is the file re-saved. Pixel Data stays
+    byte-for-byte the same. Keyed by the copy's file name."""
     import pydicom
     from pydicom.uid import generate_uid
 

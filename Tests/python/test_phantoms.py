@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import reference_preprocess as ref
-from conftest import REPO_ROOT, is_valid_uid
+from conftest import REPO_ROOT, is_dicom_uid
 
 GENERATOR = REPO_ROOT / "Tools" / "phantoms.py"
 SMALL = ["--size", "512", "--slices-min", "3", "--slices-max", "4"]
@@ -159,7 +159,7 @@ def test_tags(run):
         for ds in datasets:
             assert ds.Modality == "CT" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
             for uid in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.FrameOfReferenceUID):
-                assert is_valid_uid(uid) and uid.startswith("2.25."), uid
+                assert is_dicom_uid(uid) and uid.startswith("2.25."), uid
             assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
             assert ds.StudyInstanceUID == study.study_uid and ds.SeriesInstanceUID == study.series_uid
             assert str(ds.PatientName) == f"PHANTOM^{i}"

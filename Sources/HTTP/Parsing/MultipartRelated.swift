@@ -36,7 +36,7 @@ public enum MultipartError: Error, Equatable, Sendable {
     public var detail: String {
         switch self {
         case .invalidBoundary:
-            "The multipart boundary is empty, longer than 70 characters or contains characters RFC 2046 does not allow."
+            "The multipart boundary is empty, longer than \(maximumBoundaryLength) characters or contains characters RFC 2046 does not allow."
         case .noOpeningDelimiter: "The multipart body does not contain its opening boundary delimiter."
         case .missingCloseDelimiter: "The multipart body ends before its closing boundary delimiter."
         case .malformedPartHeaders(let part): "The headers of part \(part) of the multipart body are malformed."
@@ -78,10 +78,15 @@ public func parseMultipart(
     return parts
 }
 
+/// RFC 2046 caps boundaries at 70 characters, but real peers send longer ones
+/// (Orthanc's DICOMweb plugin: two UUIDs joined by `-`, 73) and nginx and the
+/// DICOMweb servers accept them; the cap only keeps absurd ones out.
+public let maximumBoundaryLength = 256
+
 /// bchars of RFC 2046: letters, digits and `'()+_,-./:=?` and space, not ending in space.
 func isValidBoundary(_ boundary: String) -> Bool {
     let bytes = Array(boundary.utf8)
-    guard (1...70).contains(bytes.count), bytes.last != 0x20 else { return false }
+    guard (1...maximumBoundaryLength).contains(bytes.count), bytes.last != 0x20 else { return false }
     return bytes.allSatisfy { byte in
         switch byte {
         case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "z"),

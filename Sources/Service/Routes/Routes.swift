@@ -88,7 +88,7 @@ enum Routes {
                 template = t
                 // A malformed UID in the path is answered without echoing it (it may be anything, PHI included).
                 for (name, value) in parameters where !UID.isValid(value) {
-                    throw Problem(400, "invalid-parameter", "The \(name == "sop" ? "SOP Instance" : "Study Instance") UID in the path is not a valid DICOM UID.")
+                    throw Problem(400, "invalid-parameter", "The \(name == "sop" ? "SOP Instance" : "Study Instance") UID in the path is not a valid identifier (1 to 64 characters of 0-9, A-Z, a-z, dot, underscore and hyphen).")
                 }
                 var request = request
                 request.pathParameters = parameters
