@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "NeuralNet", "Imaging", "DICOM"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
-        .testTarget(name: "ServiceTests", dependencies: ["Service", "HTTP", "Storage"]),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "HTTP", "Storage", "DICOM", "Inference"]),
         .testTarget(name: "ichctlTests", dependencies: ["ichctl", "HTTPClient"]),
     ],
     cxxLanguageStandard: .cxx17

@@ -113,6 +113,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import math
 import multiprocessing
@@ -187,6 +188,11 @@ class Options:
     slices_max: int = 40
     prevalence: float = DEFAULT_PREVALENCE
     quirk_fraction: float = 0.1
+    # A study as a scanner sends it (scout, bone kernel, thin slices, reformats, dose SR, screen
+    # capture) around the axial brain series, whose files and labels stay the same.
+    multi_series: bool = False
+    # Study, series and SOP identifiers of the RSNA 2019 form (ID_<10 hex digits>) instead of 2.25 UIDs.
+    rsna_uids: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -892,6 +898,47 @@ def _ds_str(value: float) -> str:
     return "0" if text in ("-0", "") else text
 
 
+def _base_dataset(study: Study, sop: str, sop_class: str, modality: str) -> Dataset:
+    """The file meta and the patient, study and equipment attributes every file of the study shares."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = IMPLEMENTATION_UID
+    ds.file_meta.ImplementationVersionName = "ICH_PHANTOM_1"
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop
+    ds.StudyDate = study.study_date
+    ds.SeriesDate = study.study_date
+    ds.StudyTime = "120000"
+    ds.AccessionNumber = f"SYN{study.seed % 100000:05d}{study.index:06d}"
+    ds.Modality = modality
+    ds.Manufacturer = "SYNTHETIC"
+    ds.ManufacturerModelName = "ICH-PHANTOM"
+    ds.InstitutionName = "Synthetic data, not for clinical use"
+    ds.StudyDescription = "CT HEAD WO CONTRAST (SYNTHETIC)"
+    ds.PatientName = f"PHANTOM^{study.index}"
+    ds.PatientID = f"PHANTOM-{study.seed}-{study.index}"
+    ds.PatientSex = study.patient_sex
+    ds.PatientAge = f"{study.patient_age:03d}Y"
+    ds.PatientIdentityRemoved = "YES"
+    ds.BodyPartExamined = "HEAD"
+    ds.PatientPosition = "HFS"
+    ds.StudyInstanceUID = study.study_uid
+    ds.StudyID = str(study.index + 1)
+    return ds
+
+
+def _to_bytes(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def encode_slice(study: Study, k: int, hu: np.ndarray) -> bytes:
     """The DICOM file of slice k holding these HU values."""
     n = study.size
@@ -912,43 +959,17 @@ def encode_slice(study: Study, k: int, hu: np.ndarray) -> bytes:
     words = stored.astype("<i2" if signed else "<u2")
 
     sop = study.sop_uids[k]
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = IMPLEMENTATION_UID
-    ds.file_meta.ImplementationVersionName = "ICH_PHANTOM_1"
-
+    ds = _base_dataset(study, sop, CTImageStorage, "CT")
     instance = k + 1 if study.ascending else study.n - k
     z_patient = study.z_patient0 + float(study.zs[k])
     corner = -(n - 1) / 2 * study.spacing
-    ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop
-    ds.StudyDate = study.study_date
-    ds.SeriesDate = study.study_date
-    ds.StudyTime = "120000"
-    ds.AccessionNumber = f"SYN{study.seed % 100000:05d}{study.index:06d}"
-    ds.Modality = "CT"
-    ds.Manufacturer = "SYNTHETIC"
-    ds.ManufacturerModelName = "ICH-PHANTOM"
-    ds.InstitutionName = "Synthetic data, not for clinical use"
-    ds.StudyDescription = "CT HEAD WO CONTRAST (SYNTHETIC)"
     ds.SeriesDescription = "AXIAL BRAIN (SYNTHETIC)"
-    ds.PatientName = f"PHANTOM^{study.index}"
-    ds.PatientID = f"PHANTOM-{study.seed}-{study.index}"
-    ds.PatientSex = study.patient_sex
-    ds.PatientAge = f"{study.patient_age:03d}Y"
-    ds.PatientIdentityRemoved = "YES"
-    ds.BodyPartExamined = "HEAD"
+    if study.options.multi_series:
+        ds.ConvolutionKernel = "STANDARD"
     ds.SliceThickness = _ds_str(study.dz)
     ds.KVP = "120"
-    ds.PatientPosition = "HFS"
-    ds.StudyInstanceUID = study.study_uid
     ds.SeriesInstanceUID = study.series_uid
-    ds.StudyID = str(study.index + 1)
     ds.SeriesNumber = 2
     ds.AcquisitionNumber = 1
     ds.InstanceNumber = instance
@@ -989,6 +1010,179 @@ def encode_slice(study: Study, k: int, hu: np.ndarray) -> bytes:
 
 
 # --------------------------------------------------------------------------
+# The other series of a scanner's study (--multi-series)
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+XRAY_DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"
+REFORMATTED = ["DERIVED", "SECONDARY", "REFORMATTED"]
+
+
+@dataclass
+class SeriesRow:
+    """One series written, with the role and reason the default series rules should give it."""
+
+    study_uid: str
+    series_uid: str
+    number: int
+    kind: str
+    instances: int
+    role: str  # primary | triaged | skipped
+    reason: str
+
+
+def _ct_image(study: Study, hu: np.ndarray, *, sop: str, series: str, number: int, instance: int, image_type: list[str],
+              description: str, kernel: str, thickness: float, position: list[float], orientation: list[float],
+              spacing: tuple[float, float]) -> bytes:
+    """A plain (uncompressed, signed, intercept -1024) CT image of any plane."""
+    ds = _base_dataset(study, sop, CTImageStorage, "CT")
+    ds.ImageType = image_type
+    ds.SeriesDescription = description
+    ds.ConvolutionKernel = kernel
+    ds.SliceThickness = _ds_str(thickness)
+    ds.SeriesInstanceUID = series
+    ds.SeriesNumber = number
+    ds.InstanceNumber = instance
+    ds.FrameOfReferenceUID = study.frame_uid
+    ds.ImagePositionPatient = [_ds_str(v) for v in position]
+    ds.ImageOrientationPatient = [_ds_str(v) for v in orientation]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = hu.shape
+    ds.PixelSpacing = [_ds_str(spacing[0]), _ds_str(spacing[1])]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.WindowCenter = "40"
+    ds.WindowWidth = "80"
+    ds.RescaleIntercept = "-1024"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.PixelData = (np.clip(np.rint(hu), -1024, 31743).astype(np.int32) + 1024).astype("<i2").tobytes()
+    ds["PixelData"].VR = "OW"
+    return _to_bytes(ds)
+
+
+def _dose_report(study: Study, sop: str, series: str) -> bytes:
+    """An X-Ray Radiation Dose SR as CT scanners send it: no pixel data."""
+    ds = _base_dataset(study, sop, XRAY_DOSE_SR, "SR")
+    ds.SeriesInstanceUID = series
+    ds.SeriesNumber = 997
+    ds.InstanceNumber = 1
+    ds.SeriesDescription = "DOSE REPORT (SYNTHETIC)"
+    ds.ValueType = "CONTAINER"
+    ds.ContinuityOfContent = "SEPARATE"
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "UNVERIFIED"
+    return _to_bytes(ds)
+
+
+def _screen_capture(study: Study, sop: str, series: str, rng: np.random.Generator) -> bytes:
+    """An RGB Secondary Capture (a dose screen or a viewer snapshot)."""
+    ds = _base_dataset(study, sop, SECONDARY_CAPTURE, "OT")
+    ds.SeriesInstanceUID = series
+    ds.SeriesNumber = 998
+    ds.InstanceNumber = 1
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.ConversionType = "WSD"
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.Rows = ds.Columns = 32
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8).tobytes()
+    return _to_bytes(ds)
+
+
+def write_other_series(study: Study, stack: np.ndarray, folder: Path | None) -> list[SeriesRow]:
+    """Writes the series a scanner sends with the axial brain series, from its HU `stack`
+    (slices in file order, k = 0 first): a lateral scout, the same positions with a bone
+    kernel, 1.25 mm slices interpolated between them, three coronal and three sagittal
+    reformats, a dose SR and an RGB screen capture. Identifiers come from a generator of
+    their own, so the brain series is the same with or without them."""
+    rng = np.random.default_rng([study.seed, study.index, 7])
+    uid = (lambda: _rsna_id(_uid(rng))) if study.options.rsna_uids else (lambda: _uid(rng))
+    n, dz, px = study.size, study.dz, study.spacing
+    order = np.argsort(study.zs)
+    zs = study.z_patient0 + study.zs[order]
+    ascending_stack = stack[order]  # z increasing
+    corner = -(n - 1) / 2 * px
+    axial = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    rows: list[SeriesRow] = []
+    files: list[tuple[str, bytes]] = []
+
+    def add_series(kind: str, number: int, role: str, reason: str, images: list[tuple[str, bytes]]) -> None:
+        rows.append(SeriesRow(study.study_uid, series, number, kind, len(images), role, reason))
+        files.extend(images)
+
+    # Scout: a lateral projection (sagittal plane), as the first series of the study.
+    series = uid()
+    lateral = ascending_stack.mean(axis=2)[::-1]  # rows: head to foot; columns: posterior to anterior
+    sop = uid()
+    add_series("scout", 1, "skipped", "localizer", [(sop, _ct_image(
+        study, lateral, sop=sop, series=series, number=1, instance=1, image_type=["ORIGINAL", "PRIMARY", "LOCALIZER"],
+        description="SCOUT (SYNTHETIC)", kernel="STANDARD", thickness=dz,
+        position=[0.0, corner, float(zs[-1])], orientation=[0, 1, 0, 0, 0, -1], spacing=(dz, px)))])
+    # Bone kernel: the same positions and instance numbers.
+    series = uid()
+    images = []
+    for k in range(study.n):
+        sop = uid()
+        instance = k + 1 if study.ascending else study.n - k
+        z = study.z_patient0 + float(study.zs[k])
+        images.append((sop, _ct_image(
+            study, stack[k], sop=sop, series=series, number=3, instance=instance, image_type=["ORIGINAL", "PRIMARY", "AXIAL"],
+            description="AXIAL BONE (SYNTHETIC)", kernel="BONE", thickness=dz, position=[corner, corner, z],
+            orientation=axial, spacing=(px, px))))
+    add_series("bone", 3, "triaged", "", images)
+    # Thin slices, 1.25 mm, interpolated between neighbouring 5 mm slices.
+    series = uid()
+    images = []
+    steps = max(1, int(round(dz / 1.25)))
+    for k in range(len(zs) - 1):
+        for j in range(steps):
+            t = j / steps
+            sop = uid()
+            images.append((sop, _ct_image(
+                study, (1 - t) * ascending_stack[k] + t * ascending_stack[k + 1], sop=sop, series=series, number=4,
+                instance=len(images) + 1, image_type=["ORIGINAL", "PRIMARY", "AXIAL"], description="AXIAL THIN (SYNTHETIC)",
+                kernel="STANDARD", thickness=dz / steps, position=[corner, corner, float(zs[k] + t * (zs[k + 1] - zs[k]))],
+                orientation=axial, spacing=(px, px))))
+    add_series("thin", 4, "triaged", "", images)
+    # Coronal and sagittal reformats, head to foot.
+    for kind, number, orientation in (("coronal", 5, [1, 0, 0, 0, 0, -1]), ("sagittal", 6, [0, 1, 0, 0, 0, -1])):
+        series = uid()
+        images = []
+        for m, at in enumerate((3 * n // 8, n // 2, 5 * n // 8)):
+            plane = ascending_stack[:, at, :] if kind == "coronal" else ascending_stack[:, :, at]
+            offset = corner + at * px
+            position = [corner, offset, float(zs[-1])] if kind == "coronal" else [offset, corner, float(zs[-1])]
+            sop = uid()
+            images.append((sop, _ct_image(
+                study, plane[::-1], sop=sop, series=series, number=number, instance=m + 1, image_type=REFORMATTED,
+                description=f"{kind.upper()} MPR (SYNTHETIC)", kernel="STANDARD", thickness=px, position=position,
+                orientation=orientation, spacing=(dz, px))))
+        add_series(kind, number, "skipped", "derived", images)
+    series = uid()
+    sop = uid()
+    add_series("dose", 997, "skipped", "not-image", [(sop, _dose_report(study, sop, series))])
+    series = uid()
+    sop = uid()
+    add_series("capture", 998, "skipped", "not-ct", [(sop, _screen_capture(study, sop, series, rng))])
+    if folder is not None:
+        for sop, data in files:
+            (folder / f"{sop}.dcm").write_bytes(data)
+    return rows
+
+
+def _rsna_id(uid: str) -> str:
+    """The RSNA 2019 challenge's identifier form, derived from a UID: ID_ and 10 hex digits."""
+    return "ID_" + hashlib.sha256(uid.encode()).hexdigest()[:10]
+
+
+# --------------------------------------------------------------------------
 # Driver
 
 
@@ -1001,12 +1195,17 @@ class StudyResult:
     write_seconds: float
     quirks: list[str]
     pattern: tuple[int, ...]
+    series: list[SeriesRow] = field(default_factory=list)  # all series, the brain one included (--multi-series)
 
 
 def make_study(job: tuple[int, int, Options, str | None]) -> StudyResult:
     seed, index, options, out = job
     study = sample_study(seed, index, options)
+    if options.rsna_uids:
+        study.study_uid, study.series_uid = _rsna_id(study.study_uid), _rsna_id(study.series_uid)
+        study.sop_uids = [_rsna_id(uid) for uid in study.sop_uids]
     rows = []
+    stack = []
     render_s = write_s = 0.0
     folder = None
     if out is not None:
@@ -1022,7 +1221,15 @@ def make_study(job: tuple[int, int, Options, str | None]) -> StudyResult:
             write_s += time.perf_counter() - t1
         instance = k + 1 if study.ascending else study.n - k
         rows.append((study.sop_uids[k], instance, study.z_patient0 + float(study.zs[k]), image.positive))
-    return StudyResult(index, study.study_uid, rows, render_s, write_s, study.quirks(), study.pattern)
+        if options.multi_series:
+            stack.append(image.hu.astype(np.float32))
+    series: list[SeriesRow] = []
+    if options.multi_series:
+        t0 = time.perf_counter()
+        series = [SeriesRow(study.study_uid, study.series_uid, 2, "brain", study.n, "primary", "")]
+        series += write_other_series(study, np.stack(stack), folder)
+        write_s += time.perf_counter() - t0
+    return StudyResult(index, study.study_uid, rows, render_s, write_s, study.quirks(), study.pattern, series)
 
 
 def run(out: Path | None, studies: int, seed: int, options: Options, workers: int = 1,
@@ -1060,6 +1267,13 @@ def run(out: Path | None, studies: int, seed: int, options: Options, workers: in
             for r in results:
                 for sop, instance, z, _ in r.rows:
                     w.writerow([r.study_uid, sop, instance, _ds_str(z)])
+        if options.multi_series:
+            with open(out / "series.csv", "w", newline="") as f:
+                w = csv.writer(f, lineterminator="\n")
+                w.writerow(["StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "kind", "instances", "role", "reason"])
+                for r in results:
+                    for row in r.series:
+                        w.writerow([row.study_uid, row.series_uid, row.number, row.kind, row.instances, row.role, row.reason])
     return results
 
 
@@ -1096,6 +1310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quirk-fraction", type=float, default=0.1,
                         help="fraction of studies stored with a scanner quirk (default 0.1)")
     parser.add_argument("--no-write", action="store_true", help="render and label only; write no files")
+    parser.add_argument("--multi-series", action="store_true",
+                        help="also write a scout, a bone-kernel and a thin series, coronal and sagittal reformats, "
+                             "a dose SR and an RGB screen capture per study (series.csv lists them)")
+    parser.add_argument("--rsna-uids", action="store_true", help="RSNA 2019-style identifiers (ID_<hex>) instead of 2.25 UIDs")
     args = parser.parse_args(argv)
     if args.out is None and not args.no_write:
         parser.error("--out is required")
@@ -1105,7 +1323,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--size must be at least 64")
     if args.seed < 0 or args.studies < 1:
         parser.error("--seed must be >= 0 and --studies >= 1")
-    options = Options(args.size, args.slices_min, args.slices_max, args.prevalence, args.quirk_fraction)
+    options = Options(args.size, args.slices_min, args.slices_max, args.prevalence, args.quirk_fraction,
+                      args.multi_series, args.rsna_uids)
     start = time.perf_counter()
     results = run(None if args.no_write else args.out, args.studies, args.seed, options, args.workers)
     print(summary(results))

@@ -1,6 +1,7 @@
 // DCMTK behind a C boundary: no C++ exception and no DCMTK type crosses it.
 #include "dcmtk/config/osconfig.h"
 
+#include "dcmtk/dcmdata/dccodec.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
@@ -145,6 +146,31 @@ extern "C" int cdcmtk_has_element(const cdcmtk_object *object, uint16_t group, u
 extern "C" cdcmtk_status cdcmtk_has_pixel_data(const cdcmtk_object *object) {
     // Encapsulated pixel data has an undefined length, so presence is all we can ask here.
     return findTopLevel(object, 0x7FE0, 0x0010) != nullptr ? CDCMTK_OK : CDCMTK_NO_PIXEL_DATA;
+}
+
+extern "C" cdcmtk_status cdcmtk_pixel_info(const cdcmtk_object *object, int *encapsulated, size_t *native_length,
+                                           int *decodable) {
+    *encapsulated = 0;
+    *native_length = 0;
+    *decodable = 0;
+    try {
+        DcmElement *pixels = findTopLevel(object, 0x7FE0, 0x0010);
+        if (pixels == nullptr) return CDCMTK_NO_PIXEL_DATA;
+        E_TransferSyntax original = const_cast<cdcmtk_object *>(object)->file.getDataset()->getOriginalXfer();
+        DcmXfer xfer(original);
+        // Encapsulated pixel data reports no length here (its fragments are items), so only a native value can be empty.
+        if (!xfer.isEncapsulated() && pixels->getLength() == 0) return CDCMTK_NO_PIXEL_DATA;
+        if (xfer.isEncapsulated()) {
+            *encapsulated = 1;
+            *decodable = DcmCodecList::canChangeCoding(original, EXS_LittleEndianExplicit) ? 1 : 0;
+        } else {
+            *native_length = pixels->getLength();
+            *decodable = 1;
+        }
+        return CDCMTK_OK;
+    } catch (...) {
+        return CDCMTK_INTERNAL;
+    }
 }
 
 extern "C" cdcmtk_status cdcmtk_pixel_data(cdcmtk_object *object, unsigned bits_allocated,

@@ -16,15 +16,44 @@ public enum DICOMDecoder {
         }
         return try result.get()
     }
+
+    /// Reads any well-formed instance's header without decompressing pixels.
+    /// Throws for what makes the object unusable as DICOM (no or malformed
+    /// identifiers, malformed image attributes); an image the pixel decoder
+    /// cannot handle is reported in `unsupportedImage`, not thrown.
+    public static func header(_ bytes: UnsafeRawBufferPointer) throws(DICOMError) -> InstanceHeader {
+        let object = try DCMTKObject(bytes)
+        return try object.header()
+    }
+
+    public static func header(_ bytes: [UInt8]) throws(DICOMError) -> InstanceHeader {
+        let result: Result<InstanceHeader, DICOMError> = bytes.withUnsafeBytes { buffer in
+            Result { () throws(DICOMError) in try header(buffer) }
+        }
+        return try result.get()
+    }
 }
 
 /// Attribute tags the decoder reads, as (group, element).
 enum Tag {
     static let sopClassUID: (UInt16, UInt16) = (0x0008, 0x0016)
     static let sopInstanceUID: (UInt16, UInt16) = (0x0008, 0x0018)
+    static let imageType: (UInt16, UInt16) = (0x0008, 0x0008)
+    static let studyDate: (UInt16, UInt16) = (0x0008, 0x0020)
+    static let studyTime: (UInt16, UInt16) = (0x0008, 0x0030)
+    static let accessionNumber: (UInt16, UInt16) = (0x0008, 0x0050)
     static let modality: (UInt16, UInt16) = (0x0008, 0x0060)
+    static let institutionName: (UInt16, UInt16) = (0x0008, 0x0080)
+    static let studyDescription: (UInt16, UInt16) = (0x0008, 0x1030)
+    static let seriesDescription: (UInt16, UInt16) = (0x0008, 0x103E)
+    static let patientName: (UInt16, UInt16) = (0x0010, 0x0010)
+    static let patientID: (UInt16, UInt16) = (0x0010, 0x0020)
+    static let bodyPartExamined: (UInt16, UInt16) = (0x0018, 0x0015)
+    static let sliceThickness: (UInt16, UInt16) = (0x0018, 0x0050)
+    static let convolutionKernel: (UInt16, UInt16) = (0x0018, 0x1210)
     static let studyInstanceUID: (UInt16, UInt16) = (0x0020, 0x000D)
     static let seriesInstanceUID: (UInt16, UInt16) = (0x0020, 0x000E)
+    static let seriesNumber: (UInt16, UInt16) = (0x0020, 0x0011)
     static let instanceNumber: (UInt16, UInt16) = (0x0020, 0x0013)
     static let imagePositionPatient: (UInt16, UInt16) = (0x0020, 0x0032)
     static let imageOrientationPatient: (UInt16, UInt16) = (0x0020, 0x0037)
@@ -60,7 +89,60 @@ private final class DCMTKObject {
 
     deinit { cdcmtk_free(handle) }
 
-    func slice() throws(DICOMError) -> CTSlice {
+    func header() throws(DICOMError) -> InstanceHeader {
+        let study = try requiredUID(Tag.studyInstanceUID, "StudyInstanceUID")
+        let series = try requiredUID(Tag.seriesInstanceUID, "SeriesInstanceUID")
+        let sop = try requiredUID(Tag.sopInstanceUID, "SOPInstanceUID")
+        let sopClass = try string(Tag.sopClassUID, "SOPClassUID")
+        if let sopClass, !UID.isValid(sopClass) { throw .malformedUID(attribute: "SOPClassUID") }
+        // An empty Pixel Data element is no pixel data (pixel_info says so; has_pixel_data only sees the element).
+        var encapsulated: Int32 = 0, nativeLength = 0, decodable: Int32 = 0
+        let hasPixelData = cdcmtk_has_pixel_data(handle) == CDCMTK_OK
+            && cdcmtk_pixel_info(handle, &encapsulated, &nativeLength, &decodable) != CDCMTK_NO_PIXEL_DATA
+        var unsupported: DICOMError?
+        if hasPixelData, case .unsupported(let error) = try imageFormat() { unsupported = error }
+        return InstanceHeader(
+            studyInstanceUID: study, seriesInstanceUID: series, sopInstanceUID: sop, sopClassUID: sopClass,
+            modality: try string(Tag.modality, "Modality"), transferSyntaxUID: String(cString: cdcmtk_transfer_syntax(handle)),
+            // Attributes only the series rules read: a bad value there makes the rule not match, it does not refuse the object.
+            seriesNumber: try? integer(Tag.seriesNumber, "SeriesNumber"),
+            instanceNumber: try integer(Tag.instanceNumber, "InstanceNumber"),
+            imageType: ((try? string(Tag.imageType, "ImageType")) ?? nil).map {
+                $0.split(separator: "\\", omittingEmptySubsequences: false).map { String($0).trimmingSpacesAndNULs().uppercased() }
+            } ?? [],
+            imagePositionPatient: try decimals(Tag.imagePositionPatient, "ImagePositionPatient", count: 3),
+            imageOrientationPatient: try decimals(Tag.imageOrientationPatient, "ImageOrientationPatient", count: 6),
+            sliceThickness: ((try? decimals(Tag.sliceThickness, "SliceThickness")) ?? nil)?.first,
+            convolutionKernel: try? string(Tag.convolutionKernel, "ConvolutionKernel"),
+            seriesDescription: try? string(Tag.seriesDescription, "SeriesDescription"),
+            bodyPartExamined: try? string(Tag.bodyPartExamined, "BodyPartExamined"),
+            hasPixelData: hasPixelData, unsupportedImage: unsupported,
+            study: StudyAttributes(
+                accessionNumber: try? string(Tag.accessionNumber, "AccessionNumber"),
+                patientID: try? string(Tag.patientID, "PatientID"), patientName: try? string(Tag.patientName, "PatientName"),
+                studyDate: try? string(Tag.studyDate, "StudyDate"), studyTime: try? string(Tag.studyTime, "StudyTime"),
+                studyDescription: try? string(Tag.studyDescription, "StudyDescription"),
+                institutionName: try? string(Tag.institutionName, "InstitutionName")))
+    }
+
+    /// The checked image attributes of an object the pixel decoder can read.
+    struct ImageFormat {
+        var rows: Int
+        var columns: Int
+        var stored: StoredFormat
+        var photometric: CTSlice.PhotometricInterpretation
+        var slope: Double
+        var intercept: Double
+    }
+
+    enum ImageCheck {
+        case decodable(ImageFormat)
+        case unsupported(DICOMError)
+    }
+
+    /// Checks the image attributes from the header alone: what no valid image
+    /// has throws, what is valid but beyond the pixel decoder is `unsupported`.
+    func imageFormat() throws(DICOMError) -> ImageCheck {
         let samples = try integer(Tag.samplesPerPixel, "SamplesPerPixel") ?? 1
         let photometricText = try string(Tag.photometricInterpretation, "PhotometricInterpretation")
         let bitsAllocated = try integer(Tag.bitsAllocated, "BitsAllocated")
@@ -69,15 +151,15 @@ private final class DCMTKObject {
         guard cdcmtk_has_pixel_data(handle) == CDCMTK_OK else { throw .noPixelData }
         guard let bitsAllocated else { throw .missingAttribute("BitsAllocated") }
         guard samples == 1, bitsAllocated == 8 || bitsAllocated == 16 else {
-            throw .unsupportedPixelFormat(samplesPerPixel: samples, bitsAllocated: bitsAllocated)
+            return .unsupported(.unsupportedPixelFormat(samplesPerPixel: samples, bitsAllocated: bitsAllocated))
         }
         guard let photometricText else { throw .missingAttribute("PhotometricInterpretation") }
         guard let photometric = CTSlice.PhotometricInterpretation(rawValue: photometricText) else {
-            throw .unsupportedPhotometricInterpretation(String(photometricText.prefix(16)))
+            return .unsupported(.unsupportedPhotometricInterpretation(String(photometricText.prefix(16))))
         }
         guard frames == 1 else {
             if frames < 1 { throw .invalidAttribute("NumberOfFrames") }
-            throw .multiFrame(frames: frames)
+            return .unsupported(.multiFrame(frames: frames))
         }
         guard let rows = try integer(Tag.rows, "Rows") else { throw .missingAttribute("Rows") }
         guard let columns = try integer(Tag.columns, "Columns") else { throw .missingAttribute("Columns") }
@@ -90,21 +172,41 @@ private final class DCMTKObject {
         guard let representation = CTSlice.PixelRepresentation(rawValue: representationValue) else {
             throw .invalidAttribute("PixelRepresentation")
         }
-
-        let study = try requiredUID(Tag.studyInstanceUID, "StudyInstanceUID")
-        let series = try requiredUID(Tag.seriesInstanceUID, "SeriesInstanceUID")
-        let sop = try requiredUID(Tag.sopInstanceUID, "SOPInstanceUID")
-        let sopClass = try string(Tag.sopClassUID, "SOPClassUID")
-        if let sopClass, !UID.isValid(sopClass) { throw .malformedUID(attribute: "SOPClassUID") }
-
         // A lookup table instead of slope/intercept: applying only the linear part would give wrong HU.
         guard cdcmtk_has_element(handle, Tag.modalityLUTSequence.0, Tag.modalityLUTSequence.1) == 0 else {
-            throw .modalityLUTSequence
+            return .unsupported(.modalityLUTSequence)
         }
         let slope = try decimals(Tag.rescaleSlope, "RescaleSlope")?.first ?? 1
         let intercept = try decimals(Tag.rescaleIntercept, "RescaleIntercept")?.first ?? 0
         guard slope.isFinite, slope != 0 else { throw .invalidAttribute("RescaleSlope") }
         guard intercept.isFinite else { throw .invalidAttribute("RescaleIntercept") }
+
+        var encapsulated: Int32 = 0
+        var nativeLength = 0
+        var decodable: Int32 = 0
+        let status = cdcmtk_pixel_info(handle, &encapsulated, &nativeLength, &decodable)
+        guard status == CDCMTK_OK else { throw DICOMError(status) }
+        guard decodable != 0 else {
+            return .unsupported(.unsupportedTransferSyntax(uid: String(cString: cdcmtk_transfer_syntax(handle))))
+        }
+        let expected = rows * columns * bitsAllocated / 8
+        if encapsulated == 0, nativeLength < expected { throw .pixelDataTooShort(expected: expected, actual: nativeLength) }
+        let stored = StoredFormat(bitsAllocated: bitsAllocated, bitsStored: bitsStored, representation: representation)
+        return .decodable(ImageFormat(rows: rows, columns: columns, stored: stored, photometric: photometric, slope: slope,
+                                      intercept: intercept))
+    }
+
+    func slice() throws(DICOMError) -> CTSlice {
+        let format: ImageFormat
+        switch try imageFormat() {
+        case .decodable(let checked): format = checked
+        case .unsupported(let error): throw error
+        }
+        let study = try requiredUID(Tag.studyInstanceUID, "StudyInstanceUID")
+        let series = try requiredUID(Tag.seriesInstanceUID, "SeriesInstanceUID")
+        let sop = try requiredUID(Tag.sopInstanceUID, "SOPInstanceUID")
+        let sopClass = try string(Tag.sopClassUID, "SOPClassUID")
+        if let sopClass, !UID.isValid(sopClass) { throw .malformedUID(attribute: "SOPClassUID") }
 
         let centers = try decimals(Tag.windowCenter, "WindowCenter")
         let widths = try decimals(Tag.windowWidth, "WindowWidth")
@@ -113,8 +215,7 @@ private final class DCMTKObject {
             storedWindow = .init(center: center, width: width)
         }
 
-        let format = StoredFormat(bitsAllocated: bitsAllocated, bitsStored: bitsStored, representation: representation)
-        let stored = try storedValues(count: rows * columns, format: format)
+        let stored = try storedValues(count: format.rows * format.columns, format: format.stored)
 
         return CTSlice(
             studyInstanceUID: study, seriesInstanceUID: series, sopInstanceUID: sop,
@@ -124,11 +225,11 @@ private final class DCMTKObject {
             imagePositionPatient: try decimals(Tag.imagePositionPatient, "ImagePositionPatient", count: 3),
             imageOrientationPatient: try decimals(Tag.imageOrientationPatient, "ImageOrientationPatient", count: 6),
             pixelSpacing: try decimals(Tag.pixelSpacing, "PixelSpacing", count: 2),
-            rows: rows, columns: columns, bitsAllocated: bitsAllocated, bitsStored: bitsStored,
-            pixelRepresentation: representation, photometricInterpretation: photometric,
-            rescaleSlope: slope, rescaleIntercept: intercept,
-            pixelPaddingValue: try padding(Tag.pixelPaddingValue, "PixelPaddingValue", format),
-            pixelPaddingRangeLimit: try padding(Tag.pixelPaddingRangeLimit, "PixelPaddingRangeLimit", format),
+            rows: format.rows, columns: format.columns, bitsAllocated: format.stored.bitsAllocated,
+            bitsStored: format.stored.bitsStored, pixelRepresentation: format.stored.representation,
+            photometricInterpretation: format.photometric, rescaleSlope: format.slope, rescaleIntercept: format.intercept,
+            pixelPaddingValue: try padding(Tag.pixelPaddingValue, "PixelPaddingValue", format.stored),
+            pixelPaddingRangeLimit: try padding(Tag.pixelPaddingRangeLimit, "PixelPaddingRangeLimit", format.stored),
             storedWindow: storedWindow, storedValues: stored)
     }
 
@@ -219,7 +320,7 @@ private final class DCMTKObject {
 }
 
 /// How stored values are packed in their words.
-private struct StoredFormat {
+struct StoredFormat {
     var bitsAllocated: Int
     var bitsStored: Int
     var representation: CTSlice.PixelRepresentation

@@ -2,7 +2,7 @@
 public struct SliceResult: Sendable, Equatable {
     public var sopInstanceUID: String
     public var instanceNumber: Int?
-    /// Millimetres along the patient axis (see `slicePosition`).
+    /// Millimetres along the patient axis (see `InstanceHeader.position`).
     public var position: Double?
     /// Six probabilities in label order; nil while queued or when it failed.
     public var probabilities: [Float]?
@@ -23,6 +23,14 @@ public struct LabelSummary: Sendable, Equatable {
     public var probability: Float?
     public var maxSlice: Int?
     public var slicesAboveThreshold: Int
+
+    public init(label: String, threshold: Double, probability: Float?, maxSlice: Int?, slicesAboveThreshold: Int) {
+        self.label = label
+        self.threshold = threshold
+        self.probability = probability
+        self.maxSlice = maxSlice
+        self.slicesAboveThreshold = slicesAboveThreshold
+    }
 
     /// nil until a slice has a result.
     public var positive: Bool? { probability.map { Double($0) >= threshold } }

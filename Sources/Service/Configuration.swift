@@ -33,6 +33,8 @@ public struct ServiceConfiguration: Sendable {
     public var authFailureLimit: Int = 20
     public var authFailureWindow: Double = 60
     public var webhooks = WebhookConfiguration()
+    /// A series rules file (`docs/SERIES_RULES.md`) replacing the built-in rules for non-contrast head CT.
+    public var seriesRulesPath: String?
 
     public init(http: HTTPServerConfiguration, dataDirectory: String, modelDirectory: String) {
         self.http = http

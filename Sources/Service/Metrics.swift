@@ -51,6 +51,15 @@ public final class ServiceMetrics: Sendable {
         ).increment(by: Int64(count))
     }
 
+    /// Instances stored without triage, by the series rules' reason; they never reach the forward pass.
+    func skipped(_ reason: String, count: Int) {
+        guard count > 0 else { return }
+        registry.makeCounter(
+            descriptor: Self.name("instances_skipped", "total", "Instances stored but not triaged, by skip reason."),
+            labels: [("reason", reason)]
+        ).increment(by: Int64(count))
+    }
+
     /// `result`: done or failed.
     func processed(_ result: String, count: Int) {
         guard count > 0 else { return }

@@ -5,10 +5,12 @@ import Logging
 import NeuralNet
 import Storage
 
-/// An instance that passed decoding at ingest, with the bytes to spool.
+/// An instance whose header was read at ingest, with the bytes to spool and
+/// the series rules' decision (a skip reason, or nil to triage it).
 struct IngestItem {
-    var slice: CTSlice
+    var header: InstanceHeader
     var bytes: UnsafeRawBufferPointer
+    var skipReason: String?
 }
 
 /// Upload → spool + job row → batcher → forward pass → results, and the
@@ -21,6 +23,9 @@ final class Pipeline: @unchecked Sendable {
     let metrics: ServiceMetrics
     let logger: Logger
     let modelID: String
+    let rules: SeriesRules
+    let labels: [String]
+    let thresholds: [Double]
     let batchPolicy: BatchPolicy
     private(set) var batcher: Batcher<Job>!
     /// Guards `classifier`, `stopping` and `unsure`; signalled on stop, so that a retry wait ends at once.
@@ -32,12 +37,16 @@ final class Pipeline: @unchecked Sendable {
     /// longer come back from the WAL.
     private var unsure: [String] = []
 
-    init(writer: DatabaseQueue, spool: Spool, metrics: ServiceMetrics, logger: Logger, modelID: String, policy: BatchPolicy) {
+    init(writer: DatabaseQueue, spool: Spool, metrics: ServiceMetrics, logger: Logger, modelID: String, rules: SeriesRules,
+         labels: [String], thresholds: [Double], policy: BatchPolicy) {
         self.writer = writer
         self.spool = spool
         self.metrics = metrics
         self.logger = logger
         self.modelID = modelID
+        self.rules = rules
+        self.labels = labels
+        self.thresholds = thresholds
         self.batchPolicy = policy
         batcher = Batcher(policy: policy) { [unowned self] jobs in process(jobs) }
     }
@@ -74,9 +83,11 @@ final class Pipeline: @unchecked Sendable {
         batcher.stop()
     }
 
-    /// Spools each item (fsynced), commits their job rows in one transaction,
-    /// then queues the new ones. Returns per item whether it was new (false:
-    /// a duplicate SOP Instance UID). Only after this returns is anything acknowledged.
+    /// Spools each item to triage (fsynced), commits all rows in one
+    /// transaction with the summaries of their studies, then queues the new
+    /// jobs; skipped items are recorded without a spool file. Returns per item
+    /// whether it was new (false: a duplicate SOP Instance UID). Only after
+    /// this returns is anything acknowledged.
     func ingest(_ items: [IngestItem]) throws -> [Bool] {
         guard !items.isEmpty else { return [] }
         let now = Date().timeIntervalSince1970
@@ -84,25 +95,35 @@ final class Pipeline: @unchecked Sendable {
         var written: [String] = []
         do {
             for item in items {
-                let name = Spool.newName()
-                try spool.write(item.bytes, name: name)
-                written.append(name)
-                records.append(NewInstance(
-                    sopInstanceUID: item.slice.sopInstanceUID, studyInstanceUID: item.slice.studyInstanceUID,
-                    seriesInstanceUID: item.slice.seriesInstanceUID, sopClassUID: item.slice.sopClassUID ?? "",
-                    instanceNumber: item.slice.instanceNumber, position: slicePosition(item.slice),
-                    spoolName: name, receivedAt: now))
+                var name: String?
+                if item.skipReason == nil {
+                    name = Spool.newName()
+                    try spool.write(item.bytes, name: name!)
+                    written.append(name!)
+                }
+                records.append(record(item, spoolName: name, receivedAt: now))
             }
-            try spool.syncDirectory()
-            let inserted = try writer.write { try JobQueue.enqueue($0, records) }
+            if !written.isEmpty { try spool.syncDirectory() }
+            let inserted = try writer.write { db in
+                let inserted = try JobQueue.enqueue(db, records)
+                try summarize(db, studies: Set(zip(records, inserted).filter(\.1).map(\.0.studyInstanceUID)))
+                return inserted
+            }
             var jobs: [Job] = []
+            var skipped: [String: Int] = [:]
             for (record, isNew) in zip(records, inserted) {
-                if isNew {
-                    jobs.append(Job(sopInstanceUID: record.sopInstanceUID, spoolName: record.spoolName, receivedAt: now))
-                } else {
-                    spool.remove(record.spoolName)
+                if let spoolName = record.spoolName {
+                    if isNew {
+                        jobs.append(Job(sopInstanceUID: record.sopInstanceUID, studyInstanceUID: record.studyInstanceUID,
+                                        spoolName: spoolName, receivedAt: now))
+                    } else {
+                        spool.remove(spoolName)
+                    }
+                } else if isNew, let reason = record.skipReason {
+                    skipped[reason, default: 0] += 1
                 }
             }
+            for (reason, count) in skipped { metrics.skipped(reason, count: count) }
             batcher.submit(jobs)
             metrics.queueDepth.set(Double(batcher.depth))
             return inserted
@@ -116,6 +137,33 @@ final class Pipeline: @unchecked Sendable {
                 for name in written { spool.remove(name) }
             }
             throw error
+        }
+    }
+
+    private func record(_ item: IngestItem, spoolName: String?, receivedAt: Double) -> NewInstance {
+        let h = item.header
+        let study = h.study
+        let original: Bool? = switch h.imageType.first {
+        case "ORIGINAL": true
+        case "DERIVED": false
+        default: nil
+        }
+        return NewInstance(
+            sopInstanceUID: h.sopInstanceUID, studyInstanceUID: h.studyInstanceUID, seriesInstanceUID: h.seriesInstanceUID,
+            sopClassUID: h.sopClassUID ?? "", instanceNumber: h.instanceNumber, position: h.position, spoolName: spoolName,
+            skipReason: item.skipReason, receivedAt: receivedAt,
+            series: SeriesDetails(seriesNumber: h.seriesNumber, modality: h.modality, original: original,
+                                  kernelClass: rules.kernelClass(h.convolutionKernel), sliceThickness: h.sliceThickness),
+            study: StudyDetails(accessionNumber: study.accessionNumber, patientID: study.patientID, patientName: study.patientName,
+                                studyDate: study.studyDate, studyTime: study.studyTime, studyDescription: study.studyDescription,
+                                institutionName: study.institutionName))
+    }
+
+    /// Stores each study's StudyView summary (primary series, its maxima, assessability) in the caller's transaction.
+    private func summarize(_ db: Storage.Connection, studies: Set<String>) throws {
+        for study in studies.sorted() {
+            let view = try StudyView.load(db, study: study, rules: rules, labels: labels, thresholds: thresholds)
+            try JobQueue.summarize(db, study: study, view.summary)
         }
     }
 
@@ -164,7 +212,7 @@ final class Pipeline: @unchecked Sendable {
         }
         metrics.batchSize.record(Double(slices.count))
         metrics.inferenceDuration.record(ContinuousClock.now - start)
-        guard let recorded = store(outcomes) else { return }
+        guard let recorded = store(outcomes, studies: Set(jobs.map(\.studyInstanceUID))) else { return }
         for result in outcomes { spool.remove(result.spoolName) }
         var done = 0
         var failed = 0
@@ -203,13 +251,17 @@ final class Pipeline: @unchecked Sendable {
     /// jobs queued until a restart) or until shutdown, after which the jobs stay
     /// queued with their spool files and run again on the next start (nil).
     /// Returns per outcome whether it was recorded (not for a deleted study's job).
-    private func store(_ outcomes: [Outcome]) -> [Bool]? {
+    private func store(_ outcomes: [Outcome], studies: Set<String>) -> [Bool]? {
         var attempt = 0
         while true {
             attempt += 1
             do {
                 let time = Date().timeIntervalSince1970
-                let recorded = try writer.write { try JobQueue.complete($0, outcomes, model: modelID, at: time) }
+                let recorded = try writer.write { db in
+                    let recorded = try JobQueue.complete(db, outcomes, model: modelID, at: time)
+                    try summarize(db, studies: studies)
+                    return recorded
+                }
                 removeUnsureFiles()
                 if attempt > 1 { logger.notice("results stored after retrying", metadata: ["attempts": "\(attempt)"]) }
                 return recorded

@@ -42,6 +42,7 @@ enum Representation {
         case .queued: "queued"
         case .done: "done"
         case .failed: "failed"
+        case .skipped: "skipped"
         }
     }
 
@@ -53,7 +54,7 @@ enum Representation {
     static func counts(_ study: StudyRecord) -> JSONValue {
         .object([
             ("received", .int(study.received)), ("processed", .int(study.processed)),
-            ("failed", .int(study.failed)), ("queued", .int(study.queued)),
+            ("failed", .int(study.failed)), ("skipped", .int(study.skipped)), ("queued", .int(study.queued)),
         ])
     }
 
@@ -63,43 +64,71 @@ enum Representation {
             ("seriesInstanceUID", .string(record.seriesInstanceUID)), ("instanceNumber", .int(record.instanceNumber)),
             ("position", .double(record.position)), ("receivedAt", time(record.receivedAt)),
             ("status", .string(state(record.state))), ("probabilities", probabilities(record.probabilities)),
-            ("error", error(record)), ("model", model),
+            ("error", error(record)), ("skipReason", .string(record.skipReason)), ("model", model),
         ])
     }
 
-    static func study(
-        _ study: StudyRecord, status: StudyStatus, instances: [InstanceRecord], manifest: Manifest, model: JSONValue,
-        stableAge: Double
-    ) -> JSONValue {
-        let byUID = Dictionary(instances.map { ($0.sopInstanceUID, $0) }, uniquingKeysWith: { a, _ in a })
-        let slices = StudyAggregate.ordered(instances.map {
-            SliceResult(sopInstanceUID: $0.sopInstanceUID, instanceNumber: $0.instanceNumber, position: $0.position,
-                        probabilities: $0.probabilities)
+    /// Where a study stands, from its counts (skipped instances have nothing left to do).
+    static func status(_ study: StudyRecord, now: Double, stableAge: Double) -> StudyStatus {
+        StudyStatus.of(received: study.received, processed: study.finished, lastReceivedAt: study.lastReceivedAt, now: now,
+                       stableAge: stableAge)
+    }
+
+    /// The study's identifying attributes; PHI, so only in answers to `read`/`admin` callers.
+    static func details(_ study: StudyRecord) -> [(String, JSONValue)] {
+        let d = study.details
+        return [
+            ("accessionNumber", .string(d.accessionNumber)), ("patientID", .string(d.patientID)),
+            ("patientName", .string(d.patientName)), ("studyDate", .string(d.studyDate)), ("studyTime", .string(d.studyTime)),
+            ("studyDescription", .string(d.studyDescription)), ("institutionName", .string(d.institutionName)),
+        ]
+    }
+
+    static func labels(_ labels: [LabelSummary], slices: [SliceResult]) -> JSONValue {
+        .array(labels.map { label in
+            .object([
+                ("label", .string(label.label)), ("probability", .float(label.probability)),
+                ("threshold", .double(label.threshold)), ("positive", .bool(label.positive)),
+                ("slicesAboveThreshold", .int(label.slicesAboveThreshold)),
+                ("maxSlice", label.maxSlice.map { slices[$0] }.map {
+                    .object([("sopInstanceUID", .string($0.sopInstanceUID)), ("instanceNumber", .int($0.instanceNumber))])
+                } ?? .null),
+            ])
         })
-        let labels = StudyAggregate.summarize(slices, labels: manifest.labels, thresholds: manifest.thresholds)
+    }
+
+    static func study(_ study: StudyRecord, status: StudyStatus, view: StudyView, model: JSONValue, stableAge: Double) -> JSONValue {
+        let primarySlices = view.primary?.slices ?? []
         return .object([
             ("studyInstanceUID", .string(study.studyInstanceUID)),
             ("status", .string(status.rawValue)),
+            ("assessable", .bool(view.assessable)),
+            ("notAssessableReason", .string(view.notAssessableReason)),
+            ("primarySeriesInstanceUID", .string(view.primary?.record.seriesInstanceUID)),
+        ] + details(study) + [
             ("counts", counts(study)),
             ("firstReceivedAt", time(study.firstReceivedAt)), ("lastReceivedAt", time(study.lastReceivedAt)),
             ("stableAfterSeconds", .double(stableAge)),
-            ("labels", .array(labels.map { label in
+            ("labels", labels(view.labels, slices: primarySlices)),
+            ("warnings", .array(view.warnings.map { .string($0) })),
+            ("series", .array(view.series.map { series in
                 .object([
-                    ("label", .string(label.label)), ("probability", .float(label.probability)),
-                    ("threshold", .double(label.threshold)), ("positive", .bool(label.positive)),
-                    ("slicesAboveThreshold", .int(label.slicesAboveThreshold)),
-                    ("maxSlice", label.maxSlice.map { slices[$0] }.map {
-                        .object([("sopInstanceUID", .string($0.sopInstanceUID)), ("instanceNumber", .int($0.instanceNumber))])
-                    } ?? .null),
+                    ("seriesInstanceUID", .string(series.record.seriesInstanceUID)),
+                    ("seriesNumber", .int(series.record.details.seriesNumber)),
+                    ("modality", .string(series.record.details.modality)),
+                    ("instances", .int(series.instances.count)),
+                    ("role", .string(series.role.rawValue)),
+                    ("reason", .string(series.reason)),
+                    ("labels", series.labels.map { labels($0, slices: series.slices) } ?? .null),
+                    ("warnings", .array(series.warnings.map { .string($0) })),
                 ])
             })),
-            ("slices", .array(slices.map { slice in
-                let record = byUID[slice.sopInstanceUID]!
-                return .object([
+            ("slices", .array(view.series.flatMap(\.instances).map { record in
+                .object([
                     ("sopInstanceUID", .string(record.sopInstanceUID)), ("seriesInstanceUID", .string(record.seriesInstanceUID)),
                     ("instanceNumber", .int(record.instanceNumber)), ("position", .double(record.position)),
                     ("status", .string(state(record.state))), ("probabilities", probabilities(record.probabilities)),
-                    ("error", error(record)),
+                    ("error", error(record)), ("skipReason", .string(record.skipReason)),
                 ])
             })),
             ("model", model),
@@ -107,14 +136,16 @@ enum Representation {
     }
 
     static func summary(_ study: StudyRecord, manifest: Manifest, now: Double, stableAge: Double) -> JSONValue {
-        let status = StudyStatus.of(received: study.received, processed: study.processed, lastReceivedAt: study.lastReceivedAt,
-                                    now: now, stableAge: stableAge)
         let positive = study.maxima.map { Double($0[0]) >= manifest.thresholds[0] }
         let positiveLabels = study.maxima.map { maxima in
             manifest.labels.indices.filter { Double(maxima[$0]) >= manifest.thresholds[$0] }.map { manifest.labels[$0] }
         } ?? []
         return .object([
-            ("studyInstanceUID", .string(study.studyInstanceUID)), ("status", .string(status.rawValue)),
+            ("studyInstanceUID", .string(study.studyInstanceUID)),
+            ("status", .string(status(study, now: now, stableAge: stableAge).rawValue)),
+            ("assessable", .bool(study.assessable ?? false)), ("notAssessableReason", .string(study.notAssessableReason)),
+            ("primarySeriesInstanceUID", .string(study.primarySeriesUID)),
+        ] + details(study) + [
             ("anyProbability", .float(study.maxima?[0])), ("positive", .bool(positive)),
             ("positiveLabels", .array(positiveLabels.map { .string($0) })), ("counts", counts(study)),
             ("firstReceivedAt", time(study.firstReceivedAt)), ("lastReceivedAt", time(study.lastReceivedAt)),

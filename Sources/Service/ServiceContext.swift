@@ -14,13 +14,14 @@ final class ServiceContext: Sendable {
     let metrics: ServiceMetrics
     let logger: Logger
     let manifest: Manifest
+    let rules: SeriesRules
     let model: JSONValue
     private let warmedUp = Mutex(false)
     private let stopping = Mutex(false)
     private let authThrottle: Mutex<AuthThrottle>
 
     init(configuration: ServiceConfiguration, reader: DatabaseQueue, writer: DatabaseQueue, pipeline: Pipeline,
-         metrics: ServiceMetrics, logger: Logger, manifest: Manifest) {
+         metrics: ServiceMetrics, logger: Logger, manifest: Manifest, rules: SeriesRules) {
         self.configuration = configuration
         self.reader = reader
         self.writer = writer
@@ -28,6 +29,7 @@ final class ServiceContext: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.manifest = manifest
+        self.rules = rules
         self.model = Representation.model(manifest)
         self.authThrottle = Mutex(AuthThrottle(limit: configuration.authFailureLimit, window: configuration.authFailureWindow))
     }
@@ -73,6 +75,11 @@ final class ServiceContext: Sendable {
         } catch {
             throw .databaseUnavailable("The audit log cannot be written")
         }
+    }
+
+    /// The study's view as stored now.
+    func studyView(_ db: Storage.Connection, _ uid: String) throws -> StudyView {
+        try StudyView.load(db, study: uid, rules: rules, labels: manifest.labels, thresholds: manifest.thresholds)
     }
 
     func read<T: Sendable>(_ body: @escaping @Sendable (Storage.Connection) throws -> T) async throws(Problem) -> T {

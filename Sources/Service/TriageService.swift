@@ -35,16 +35,22 @@ public final class TriageService: Sendable {
         } catch {
             throw ServiceError.model(type: error.type, detail: error.detail)
         }
+        let rules: SeriesRules
+        do {
+            rules = try configuration.seriesRulesPath.map { path throws(SeriesRulesError) in try SeriesRules.load(path: path) } ?? .default
+        } catch {
+            throw ServiceError.configuration("the series rules file is not usable: \(error.message)")
+        }
         let metrics = ServiceMetrics()
         metrics.modelInfo(name: manifest.name, version: manifest.version, architecture: manifest.architecture.rawValue,
                           clinicalUse: manifest.provenance.clinicalUse)
         let pipeline = Pipeline(
             writer: writer, spool: try Spool(directory: configuration.spoolDirectory), metrics: metrics, logger: logger,
-            modelID: "\(manifest.name)@\(manifest.version)",
-            policy: BatchPolicy(maxBatch: configuration.maxBatch, maxDelay: configuration.maxDelay))
+            modelID: "\(manifest.name)@\(manifest.version)", rules: rules, labels: manifest.labels,
+            thresholds: manifest.thresholds, policy: BatchPolicy(maxBatch: configuration.maxBatch, maxDelay: configuration.maxDelay))
         context = ServiceContext(configuration: configuration, reader: reader, writer: writer, pipeline: pipeline,
-                                 metrics: metrics, logger: logger, manifest: manifest)
-        notifier = Notifier(writer: writer, configuration: configuration, manifest: manifest, model: context.model,
+                                 metrics: metrics, logger: logger, manifest: manifest, rules: rules)
+        notifier = Notifier(writer: writer, configuration: configuration, manifest: manifest, model: context.model, rules: rules,
                             metrics: metrics, logger: logger)
         router = Routes.table
     }

@@ -3,44 +3,88 @@
 /// (`DatabaseQueue.write`), so a batch of uploads or a batch of results
 /// commits at once.
 public enum JobQueue {
-    /// Inserts each new instance and counts it in its study. Returns, per
-    /// instance, false when that SOP Instance UID was already stored.
+    /// Inserts each new instance and counts it in its study, recording its
+    /// series and study details on first sight. Returns, per instance, false
+    /// when that SOP Instance UID was already stored.
     public static func enqueue(_ db: Connection, _ instances: [NewInstance]) throws(StorageError) -> [Bool] {
         var inserted: [Bool] = []
         inserted.reserveCapacity(instances.count)
         let insertInstance = try db.statement(
             """
             INSERT OR IGNORE INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid,
-                instance_number, position, received_at, state, spool_name)
-            VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)
+                instance_number, position, received_at, state, spool_name, skip_reason)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         for instance in instances {
+            let skipped = instance.skipReason != nil
             try insertInstance.run([
                 .text(instance.sopInstanceUID), .text(instance.studyInstanceUID), .text(instance.seriesInstanceUID),
                 .text(instance.sopClassUID), .int(instance.instanceNumber), .double(instance.position),
-                .real(instance.receivedAt), .text(instance.spoolName),
+                .real(instance.receivedAt), .int((skipped ? InstanceState.skipped : .queued).rawValue),
+                .string(instance.spoolName), .string(instance.skipReason),
             ])
             let isNew = db.changes == 1
             inserted.append(isNew)
             guard isNew else { continue }
+            let d = instance.study
             try db.statement(
                 """
-                INSERT INTO studies (study_instance_uid, first_received_at, last_received_at, received) VALUES (?, ?, ?, 1)
-                ON CONFLICT (study_instance_uid) DO UPDATE SET received = received + 1,
+                INSERT INTO studies (study_instance_uid, first_received_at, last_received_at, received, skipped,
+                    accession_number, patient_id, patient_name, study_date, study_time, study_description, institution_name)
+                VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (study_instance_uid) DO UPDATE SET received = received + 1, skipped = skipped + excluded.skipped,
                     first_received_at = min(first_received_at, excluded.first_received_at),
-                    last_received_at = max(last_received_at, excluded.last_received_at)
+                    last_received_at = max(last_received_at, excluded.last_received_at),
+                    accession_number = coalesce(accession_number, excluded.accession_number),
+                    patient_id = coalesce(patient_id, excluded.patient_id),
+                    patient_name = coalesce(patient_name, excluded.patient_name),
+                    study_date = coalesce(study_date, excluded.study_date), study_time = coalesce(study_time, excluded.study_time),
+                    study_description = coalesce(study_description, excluded.study_description),
+                    institution_name = coalesce(institution_name, excluded.institution_name)
                 """
-            ).run([.text(instance.studyInstanceUID), .real(instance.receivedAt), .real(instance.receivedAt)])
+            ).run([
+                .text(instance.studyInstanceUID), .real(instance.receivedAt), .real(instance.receivedAt), .int(skipped ? 1 : 0),
+                .string(d.accessionNumber), .string(d.patientID), .string(d.patientName), .string(d.studyDate),
+                .string(d.studyTime), .string(d.studyDescription), .string(d.institutionName),
+            ])
+            let series = instance.series
+            try db.statement(
+                """
+                INSERT OR IGNORE INTO series (study_instance_uid, series_instance_uid, series_number, modality, original,
+                    kernel_class, slice_thickness, first_received_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """
+            ).run([
+                .text(instance.studyInstanceUID), .text(instance.seriesInstanceUID), .int(series.seriesNumber),
+                .string(series.modality), .int(series.original.map { $0 ? 1 : 0 }), .string(series.kernelClass),
+                .double(series.sliceThickness), .real(instance.receivedAt),
+            ])
         }
         return inserted
+    }
+
+    /// Stores what the service derived for a study (its primary series' maxima, roles, assessability).
+    public static func summarize(_ db: Connection, study uid: String, _ summary: StudySummary) throws(StorageError) {
+        let maxima: [DatabaseValue] = (0..<Schema.labelCount).map { k in summary.maxima.map { .real(Double($0[k])) } ?? .null }
+        try db.statement(
+            """
+            UPDATE studies SET max_any = ?, max_epidural = ?, max_intraparenchymal = ?, max_intraventricular = ?,
+                max_subarachnoid = ?, max_subdural = ?, primary_series_uid = ?, assessable = ?, not_assessable_reason = ?
+            WHERE study_instance_uid = ?
+            """
+        ).run(maxima + [.string(summary.primarySeriesUID), .int(summary.assessable ? 1 : 0), .string(summary.notAssessableReason),
+                        .text(uid)])
     }
 
     /// Jobs still waiting, oldest first: what a restart resumes.
     public static func queued(_ db: Connection, limit: Int = .max) throws(StorageError) -> [Job] {
         try db.statement(
-            "SELECT sop_instance_uid, spool_name, received_at FROM instances WHERE state = 0 ORDER BY received_at, rowid LIMIT ?"
+            """
+            SELECT sop_instance_uid, study_instance_uid, spool_name, received_at FROM instances WHERE state = 0
+            ORDER BY received_at, rowid LIMIT ?
+            """
         ).rows([.integer(Int64(min(limit, Int(Int64.max))))]) {
-            Job(sopInstanceUID: $0.text(0), spoolName: $0.text(1), receivedAt: $0.double(2))
+            Job(sopInstanceUID: $0.text(0), studyInstanceUID: $0.text(1), spoolName: $0.text(2), receivedAt: $0.double(3))
         }
     }
 
@@ -48,8 +92,8 @@ public enum JobQueue {
         try db.statement("SELECT count(*) FROM instances WHERE state = 0").first { $0.int(0) } ?? 0
     }
 
-    /// Records outcomes and folds them into their studies; returns per outcome
-    /// whether it was recorded. A job is known by its instance and its spool
+    /// Records outcomes and counts them in their studies (the service then
+    /// summarises each study again); returns per outcome whether it was recorded. A job is known by its instance and its spool
     /// file: one that is no longer queued (its study was deleted meanwhile),
     /// or whose instance was deleted and uploaded again (a new row with a new
     /// spool file), is skipped.
@@ -78,16 +122,7 @@ public enum JobQueue {
                     WHERE sop_instance_uid = ?
                     """
                 ).run([.real(time), .text(model)] + p.map { .real(Double($0)) } + [.text(sop)])
-                try db.statement(
-                    """
-                    UPDATE studies SET done = done + 1,
-                        max_any = max(coalesce(max_any, -1), ?), max_epidural = max(coalesce(max_epidural, -1), ?),
-                        max_intraparenchymal = max(coalesce(max_intraparenchymal, -1), ?),
-                        max_intraventricular = max(coalesce(max_intraventricular, -1), ?),
-                        max_subarachnoid = max(coalesce(max_subarachnoid, -1), ?), max_subdural = max(coalesce(max_subdural, -1), ?)
-                    WHERE study_instance_uid = ?
-                    """
-                ).run(p.map { .real(Double($0)) } + [.text(study)])
+                try db.statement("UPDATE studies SET done = done + 1 WHERE study_instance_uid = ?").run([.text(study)])
             case .failed(let type, let detail):
                 try db.statement(
                     """
@@ -114,6 +149,7 @@ public enum JobQueue {
         ).rows([.text(studyInstanceUID)]) { $0.text(0) }
         try db.statement("DELETE FROM instances WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
         try db.statement("DELETE FROM studies WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
+        try db.statement("DELETE FROM series WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
         try db.statement("DELETE FROM notifications WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
         return spool
     }

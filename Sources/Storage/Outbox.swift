@@ -7,13 +7,13 @@
 /// notified) once more. Settling and enqueueing commit in one transaction: a
 /// crash between them cannot lose or double a notification.
 public enum Outbox {
-    /// Complete studies (every received slice processed, none received since
+    /// Complete studies (every received slice processed or skipped, none received since
     /// `receivedBefore`) with slices processed since they were last settled.
     public static func unsettled(_ db: Connection, receivedBefore cutoff: Double, limit: Int) throws(StorageError) -> [StudyRecord] {
         try db.statement(
             """
             SELECT \(ResultStore.studyColumns) FROM studies
-            WHERE settled < done + failed AND done + failed = received AND last_received_at <= ?
+            WHERE settled < done + failed + skipped AND done + failed + skipped = received AND last_received_at <= ?
             ORDER BY last_received_at LIMIT ?
             """
         ).rows([.real(cutoff), .integer(Int64(limit))], ResultStore.readStudy)

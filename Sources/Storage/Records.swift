@@ -4,9 +4,54 @@ public enum InstanceState: Int, Sendable {
     case queued = 0
     case done = 1
     case failed = 2
+    /// Stored, not triaged: the series rules skipped it (`skipReason`); no spool file, no forward pass.
+    case skipped = 3
 }
 
-/// An instance as it is acknowledged: decoded metadata plus its spool file.
+/// What a series' first instance says about the whole series, for ranking the primary one.
+public struct SeriesDetails: Sendable, Equatable {
+    public var seriesNumber: Int?
+    public var modality: String?
+    /// ImageType's first value: true for ORIGINAL, false for DERIVED, nil when absent or other.
+    public var original: Bool?
+    /// `soft`, `sharp` or nil (unknown), from the rules' kernel patterns.
+    public var kernelClass: String?
+    public var sliceThickness: Double?
+
+    public init(seriesNumber: Int? = nil, modality: String? = nil, original: Bool? = nil, kernelClass: String? = nil,
+                sliceThickness: Double? = nil) {
+        self.seriesNumber = seriesNumber
+        self.modality = modality
+        self.original = original
+        self.kernelClass = kernelClass
+        self.sliceThickness = sliceThickness
+    }
+}
+
+/// Study attributes a reading station needs to find the study. PHI: never logged.
+public struct StudyDetails: Sendable, Equatable {
+    public var accessionNumber: String?
+    public var patientID: String?
+    public var patientName: String?
+    public var studyDate: String?
+    public var studyTime: String?
+    public var studyDescription: String?
+    public var institutionName: String?
+
+    public init(accessionNumber: String? = nil, patientID: String? = nil, patientName: String? = nil, studyDate: String? = nil,
+                studyTime: String? = nil, studyDescription: String? = nil, institutionName: String? = nil) {
+        self.accessionNumber = accessionNumber
+        self.patientID = patientID
+        self.patientName = patientName
+        self.studyDate = studyDate
+        self.studyTime = studyTime
+        self.studyDescription = studyDescription
+        self.institutionName = institutionName
+    }
+}
+
+/// An instance as it is acknowledged: header metadata plus its spool file,
+/// or the reason it is skipped (then there is no spool file).
 public struct NewInstance: Sendable, Equatable {
     public var sopInstanceUID: String
     public var studyInstanceUID: String
@@ -14,13 +59,19 @@ public struct NewInstance: Sendable, Equatable {
     public var sopClassUID: String
     public var instanceNumber: Int?
     public var position: Double?
-    public var spoolName: String
+    public var spoolName: String?
+    public var skipReason: String?
     public var receivedAt: Double
+    /// Recorded with the first instance of its series / study; later ones fill only what is still missing.
+    public var series: SeriesDetails
+    public var study: StudyDetails
 
     public init(
         sopInstanceUID: String, studyInstanceUID: String, seriesInstanceUID: String, sopClassUID: String,
-        instanceNumber: Int?, position: Double?, spoolName: String, receivedAt: Double
+        instanceNumber: Int?, position: Double?, spoolName: String?, skipReason: String? = nil, receivedAt: Double,
+        series: SeriesDetails = SeriesDetails(), study: StudyDetails = StudyDetails()
     ) {
+        precondition((spoolName == nil) != (skipReason == nil), "an instance is either spooled or skipped")
         self.sopInstanceUID = sopInstanceUID
         self.studyInstanceUID = studyInstanceUID
         self.seriesInstanceUID = seriesInstanceUID
@@ -28,7 +79,10 @@ public struct NewInstance: Sendable, Equatable {
         self.instanceNumber = instanceNumber
         self.position = position
         self.spoolName = spoolName
+        self.skipReason = skipReason
         self.receivedAt = receivedAt
+        self.series = series
+        self.study = study
     }
 }
 
@@ -46,6 +100,37 @@ public struct InstanceRecord: Sendable, Equatable {
     public var errorDetail: String?
     public var processedAt: Double?
     public var model: String?
+    public var skipReason: String?
+}
+
+public struct SeriesRecord: Sendable, Equatable {
+    public var studyInstanceUID: String
+    public var seriesInstanceUID: String
+    public var details: SeriesDetails
+    public var firstReceivedAt: Double
+
+    public init(studyInstanceUID: String, seriesInstanceUID: String, details: SeriesDetails, firstReceivedAt: Double) {
+        self.studyInstanceUID = studyInstanceUID
+        self.seriesInstanceUID = seriesInstanceUID
+        self.details = details
+        self.firstReceivedAt = firstReceivedAt
+    }
+}
+
+/// What the service's StudyView derived for a study, stored for the worklist and notifications.
+public struct StudySummary: Sendable, Equatable {
+    /// The primary series' per-label maxima; nil before it has a result.
+    public var maxima: [Float]?
+    public var primarySeriesUID: String?
+    public var assessable: Bool
+    public var notAssessableReason: String?
+
+    public init(maxima: [Float]?, primarySeriesUID: String?, assessable: Bool, notAssessableReason: String?) {
+        self.maxima = maxima
+        self.primarySeriesUID = primarySeriesUID
+        self.assessable = assessable
+        self.notAssessableReason = notAssessableReason
+    }
 }
 
 public struct StudyRecord: Sendable, Equatable {
@@ -55,21 +140,32 @@ public struct StudyRecord: Sendable, Equatable {
     public var received: Int
     public var done: Int
     public var failed: Int
-    /// Per-label maximum over the study's processed slices; nil before the first result.
+    public var skipped: Int
+    /// The primary series' per-label maxima; nil before it has a result.
     public var maxima: [Float]?
+    public var primarySeriesUID: String?
+    /// nil until the service has summarised the study once.
+    public var assessable: Bool?
+    public var notAssessableReason: String?
+    public var details: StudyDetails
 
+    /// Instances the model gave an outcome (a result or a failure).
     public var processed: Int { done + failed }
-    public var queued: Int { received - processed }
+    /// Instances with nothing left to do: processed or skipped.
+    public var finished: Int { done + failed + skipped }
+    public var queued: Int { received - finished }
 }
 
 /// A queued instance waiting for inference.
 public struct Job: Sendable, Equatable {
     public var sopInstanceUID: String
+    public var studyInstanceUID: String
     public var spoolName: String
     public var receivedAt: Double
 
-    public init(sopInstanceUID: String, spoolName: String, receivedAt: Double) {
+    public init(sopInstanceUID: String, studyInstanceUID: String, spoolName: String, receivedAt: Double) {
         self.sopInstanceUID = sopInstanceUID
+        self.studyInstanceUID = studyInstanceUID
         self.spoolName = spoolName
         self.receivedAt = receivedAt
     }

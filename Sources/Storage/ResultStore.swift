@@ -2,10 +2,12 @@
 public enum ResultStore {
     static let instanceColumns = """
         sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, instance_number, position,
-        received_at, state, \(Schema.probabilityColumns), error_type, error_detail, processed_at, model
+        received_at, state, \(Schema.probabilityColumns), error_type, error_detail, processed_at, model, skip_reason
         """
     static let studyColumns = """
-        study_instance_uid, first_received_at, last_received_at, received, done, failed, \(Schema.maximumColumns)
+        study_instance_uid, first_received_at, last_received_at, received, done, failed, \(Schema.maximumColumns),
+        skipped, primary_series_uid, assessable, not_assessable_reason, accession_number, patient_id, patient_name,
+        study_date, study_time, study_description, institution_name
         """
 
     public static func study(_ db: Connection, _ uid: String) throws(StorageError) -> StudyRecord? {
@@ -15,6 +17,24 @@ public enum ResultStore {
     /// The study's instances in no particular order (the caller sorts by position).
     public static func instances(_ db: Connection, study uid: String) throws(StorageError) -> [InstanceRecord] {
         try db.statement("SELECT \(instanceColumns) FROM instances WHERE study_instance_uid = ?").rows([.text(uid)], readInstance)
+    }
+
+    /// The study's series in order of arrival.
+    public static func series(_ db: Connection, study uid: String) throws(StorageError) -> [SeriesRecord] {
+        try db.statement(
+            """
+            SELECT study_instance_uid, series_instance_uid, series_number, modality, original, kernel_class, slice_thickness,
+                first_received_at
+            FROM series WHERE study_instance_uid = ? ORDER BY first_received_at, series_instance_uid
+            """
+        ).rows([.text(uid)]) {
+            SeriesRecord(
+                studyInstanceUID: $0.text(0), seriesInstanceUID: $0.text(1),
+                details: SeriesDetails(seriesNumber: $0.optionalInt(2), modality: $0.optionalText(3),
+                                       original: $0.optionalInt(4).map { $0 != 0 }, kernelClass: $0.optionalText(5),
+                                       sliceThickness: $0.optionalDouble(6)),
+                firstReceivedAt: $0.double(7))
+        }
     }
 
     public static func instance(_ db: Connection, _ sop: String) throws(StorageError) -> InstanceRecord? {
@@ -35,28 +55,35 @@ public enum ResultStore {
 
     /// Studies by their `any` maximum, highest first, studies without results
     /// last, ties by UID. `minimumAny` keeps only studies at or above it;
-    /// `since` only those that received an instance at or after it.
+    /// `since` only those that received an instance at or after it;
+    /// `assessable` only those that are (true) or are not (false) assessable.
     public static func worklist(
-        _ db: Connection, minimumAny: Double?, since: Double?, after cursor: Cursor?, limit: Int
+        _ db: Connection, minimumAny: Double?, since: Double?, assessable: Bool? = nil, after cursor: Cursor?, limit: Int
     ) throws(StorageError) -> [StudyRecord] {
         try db.statement(
             """
             SELECT \(studyColumns) FROM studies
             WHERE (?1 IS NULL OR max_any >= ?1) AND (?2 IS NULL OR last_received_at >= ?2)
               AND (?3 IS NULL OR coalesce(max_any, -1) < ?3 OR (coalesce(max_any, -1) = ?3 AND study_instance_uid > ?4))
+              AND (?6 IS NULL OR coalesce(assessable, 0) = ?6)
             ORDER BY coalesce(max_any, -1) DESC, study_instance_uid
             LIMIT ?5
             """
         ).rows(
             [.double(minimumAny), .double(since), .double(cursor?.anyMaximum), .string(cursor?.studyInstanceUID),
-             .integer(Int64(limit))], readStudy)
+             .integer(Int64(limit)), .int(assessable.map { $0 ? 1 : 0 })], readStudy)
     }
 
     static func readStudy(_ row: Statement) -> StudyRecord {
         StudyRecord(
             studyInstanceUID: row.text(0), firstReceivedAt: row.double(1), lastReceivedAt: row.double(2),
-            received: row.int(3), done: row.int(4), failed: row.int(5),
-            maxima: row.isNull(6) ? nil : (6..<12).map { Float(row.double(Int32($0))) })
+            received: row.int(3), done: row.int(4), failed: row.int(5), skipped: row.int(12),
+            maxima: row.isNull(6) ? nil : (6..<12).map { Float(row.double(Int32($0))) },
+            primarySeriesUID: row.optionalText(13), assessable: row.optionalInt(14).map { $0 != 0 },
+            notAssessableReason: row.optionalText(15),
+            details: StudyDetails(accessionNumber: row.optionalText(16), patientID: row.optionalText(17),
+                                  patientName: row.optionalText(18), studyDate: row.optionalText(19), studyTime: row.optionalText(20),
+                                  studyDescription: row.optionalText(21), institutionName: row.optionalText(22)))
     }
 
     static func readInstance(_ row: Statement) -> InstanceRecord {
@@ -66,6 +93,6 @@ public enum ResultStore {
             receivedAt: row.double(6), state: InstanceState(rawValue: row.int(7)) ?? .failed,
             probabilities: row.isNull(8) ? nil : (8..<14).map { Float(row.double(Int32($0))) },
             errorType: row.optionalText(14), errorDetail: row.optionalText(15), processedAt: row.optionalDouble(16),
-            model: row.optionalText(17))
+            model: row.optionalText(17), skipReason: row.optionalText(18))
     }
 }

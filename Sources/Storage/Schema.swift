@@ -89,6 +89,42 @@ public enum Schema {
             """
             CREATE TABLE readiness_probe (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
             """),
+        // Series and their roles: instances skipped by the series rules (state 3) keep their metadata
+        // and no spool file; `max_*` become the primary series' maxima, written by the service's
+        // StudyView with `primary_series_uid` and `assessable`. Patient and study fields are PHI.
+        Migration(
+            "5-series-skipped-study-details",
+            """
+            ALTER TABLE instances ADD COLUMN skip_reason TEXT;
+            CREATE TABLE series (
+                study_instance_uid TEXT NOT NULL,
+                series_instance_uid TEXT NOT NULL,
+                series_number INTEGER,
+                modality TEXT,
+                original INTEGER,
+                kernel_class TEXT,
+                slice_thickness REAL,
+                first_received_at REAL NOT NULL,
+                PRIMARY KEY (study_instance_uid, series_instance_uid)
+            );
+            INSERT INTO series (study_instance_uid, series_instance_uid, first_received_at)
+                SELECT study_instance_uid, series_instance_uid, min(received_at) FROM instances
+                GROUP BY study_instance_uid, series_instance_uid;
+            ALTER TABLE studies ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE studies ADD COLUMN primary_series_uid TEXT;
+            ALTER TABLE studies ADD COLUMN assessable INTEGER;
+            ALTER TABLE studies ADD COLUMN not_assessable_reason TEXT;
+            ALTER TABLE studies ADD COLUMN accession_number TEXT;
+            ALTER TABLE studies ADD COLUMN patient_id TEXT;
+            ALTER TABLE studies ADD COLUMN patient_name TEXT;
+            ALTER TABLE studies ADD COLUMN study_date TEXT;
+            ALTER TABLE studies ADD COLUMN study_time TEXT;
+            ALTER TABLE studies ADD COLUMN study_description TEXT;
+            ALTER TABLE studies ADD COLUMN institution_name TEXT;
+            UPDATE studies SET assessable = 1 WHERE done > 0;
+            DROP INDEX studies_unsettled;
+            CREATE INDEX studies_unsettled ON studies (last_received_at) WHERE settled < done + failed + skipped;
+            """),
     ]
 
     static let probabilityColumns = "p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid, p_subdural"

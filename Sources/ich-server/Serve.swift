@@ -29,6 +29,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds one webhook attempt may take (ICH_WEBHOOK_TIMEOUT; default 10).") var webhookTimeout: Double?
     @Option(help: "Seconds before the first webhook retry, doubling up to an hour (ICH_WEBHOOK_RETRY_BASE; default 5).") var webhookRetryBase: Double?
     @Option(help: "Attempts before a notification is abandoned (ICH_WEBHOOK_MAX_ATTEMPTS; default 30).") var webhookMaxAttempts: Int?
+    @Option(help: "Series rules file replacing the built-in rules for non-contrast head CT (ICH_SERIES_RULES; see docs/SERIES_RULES.md).") var seriesRules: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (ICH_LOG_LEVEL; default info).") var logLevel: String?
 
     func run() async throws {
@@ -60,6 +61,8 @@ struct Serve: AsyncParsableCommand {
         let base = try setting(publicURL, "ICH_PUBLIC_URL", "")
         configuration.publicURL = base.isEmpty ? nil : String(base.hasSuffix("/") ? base.dropLast() : base[...])
         configuration.webhooks = try webhookConfiguration()
+        let rules = try setting(seriesRules, "ICH_SERIES_RULES", "")
+        configuration.seriesRulesPath = rules.isEmpty ? nil : rules
         guard configuration.maxBatch >= 1, configuration.maxBatch <= 64, configuration.maxDelay >= 0, configuration.threads >= 1,
               configuration.authFailureLimit >= 0 else {
             throw ValidationError("max-batch must be 1 to 64, max-delay-ms >= 0, threads >= 1 and auth-failure-limit >= 0.")

@@ -68,7 +68,7 @@ import Testing
         ("no study UID", { $0.remove(0x0020, 0x000D) }, .missingAttribute("StudyInstanceUID")),
         ("no series UID", { $0.remove(0x0020, 0x000E) }, .missingAttribute("SeriesInstanceUID")),
         ("no SOP UID", { $0.remove(0x0008, 0x0018) }, .missingAttribute("SOPInstanceUID")),
-        ("letters in UID", { $0.string(0x0008, 0x0018, "UI", "1.2.abc") }, .malformedUID(attribute: "SOPInstanceUID")),
+        ("slash in UID", { $0.string(0x0008, 0x0018, "UI", "1.2/abc") }, .malformedUID(attribute: "SOPInstanceUID")),
         ("no rows", { $0.remove(0x0028, 0x0010) }, .missingAttribute("Rows")),
         ("no bits allocated", { $0.remove(0x0028, 0x0100) }, .missingAttribute("BitsAllocated")),
         ("zero rows", { $0.us(0x0028, 0x0010, 0) }, .absurdDimensions(rows: 0, columns: 4)),
@@ -118,6 +118,72 @@ import Testing
             }
         }
         #expect(throws: DICOMError.truncated) { try DICOMDecoder.decode(Array(bytes.dropLast(7))) }
+    }
+
+    @Test func acceptsArchiveStyleIdentifiers() throws {
+        var w = DICOMWriter.ct()
+        w.string(0x0020, 0x000D, "UI", "ID_0a1b2c3d4e")
+        w.string(0x0008, 0x0018, "UI", "05fa52f0e599f17b8186ff18fcdf2b55")
+        let slice = try DICOMDecoder.decode(w.bytes())
+        #expect(slice.studyInstanceUID == "ID_0a1b2c3d4e" && slice.sopInstanceUID == "05fa52f0e599f17b8186ff18fcdf2b55")
+    }
+
+    @Test func headerReadsSeriesAndStudyAttributes() throws {
+        var w = DICOMWriter.ct()
+        w.string(0x0008, 0x0008, "CS", "ORIGINAL\\PRIMARY\\axial")
+        w.string(0x0008, 0x0050, "SH", "ACC123")
+        w.string(0x0010, 0x0010, "PN", "Doe^Jane")
+        w.string(0x0010, 0x0020, "LO", "PID9")
+        w.string(0x0008, 0x0020, "DA", "20261205")
+        w.string(0x0008, 0x1030, "LO", "CT HEAD WO")
+        w.string(0x0008, 0x0080, "LO", "General Hospital")
+        w.string(0x0018, 0x0050, "DS", "5.0")
+        w.string(0x0018, 0x1210, "SH", "H30s")
+        w.string(0x0008, 0x103E, "LO", "Brain 5mm")
+        w.string(0x0020, 0x0011, "IS", "3")
+        let header = try DICOMDecoder.header(w.bytes())
+        #expect(header.imageType == ["ORIGINAL", "PRIMARY", "AXIAL"])
+        #expect(header.seriesNumber == 3 && header.instanceNumber == 7)
+        #expect(header.sliceThickness == 5 && header.convolutionKernel == "H30s" && header.seriesDescription == "Brain 5mm")
+        #expect(header.position == 33.75 && header.hasPixelData && header.unsupportedImage == nil)
+        #expect(header.study == StudyAttributes(accessionNumber: "ACC123", patientID: "PID9", patientName: "Doe^Jane",
+                                                studyDate: "20261205", studyDescription: "CT HEAD WO",
+                                                institutionName: "General Hospital"))
+    }
+
+    static let unsupported: [(String, Edit, DICOMError)] = [
+        ("multi-frame", { $0.string(0x0028, 0x0008, "IS", "2") }, .multiFrame(frames: 2)),
+        ("RGB", { $0.us(0x0028, 0x0002, 3); $0.string(0x0028, 0x0004, "CS", "RGB") },
+         .unsupportedPixelFormat(samplesPerPixel: 3, bitsAllocated: 16)),
+        ("modality LUT", { $0.set(0x0028, 0x3000, "SQ", []) }, .modalityLUTSequence),
+    ]
+
+    /// What ingest acknowledges without triage: the header says why, nothing throws.
+    @Test(arguments: unsupported)
+    func headerReportsUnsupportedImages(name: String, edit: Edit, expected: DICOMError) throws {
+        var w = DICOMWriter.ct()
+        edit(&w)
+        #expect(try DICOMDecoder.header(w.bytes()).unsupportedImage == expected, "\(name)")
+    }
+
+    @Test func headerOfAnObjectWithoutPixels() throws {
+        var w = DICOMWriter.ct()
+        w.remove(0x7FE0, 0x0010)
+        w.remove(0x0028, 0x0010)
+        w.string(0x0008, 0x0016, "UI", "1.2.840.10008.5.1.4.1.1.88.67")
+        w.string(0x0008, 0x0060, "CS", "SR")
+        let header = try DICOMDecoder.header(w.bytes())
+        #expect(!header.hasPixelData && header.unsupportedImage == nil && header.modality == "SR")
+    }
+
+    /// Malformed images are refused by the header read as by the decoder: ingest answers 400 for them.
+    @Test func headerRefusesMalformedImages() {
+        var w = DICOMWriter.ct()
+        w.us(0x0028, 0x0010, 300)
+        #expect(throws: DICOMError.pixelDataTooShort(expected: 2400, actual: 24)) { try DICOMDecoder.header(w.bytes()) }
+        w = DICOMWriter.ct()
+        w.string(0x0020, 0x000D, "UI", "..")
+        #expect(throws: DICOMError.malformedUID(attribute: "StudyInstanceUID")) { try DICOMDecoder.header(w.bytes()) }
     }
 
     @Test func errorsHaveStableTypesAndHumanDetails() {

@@ -30,7 +30,7 @@ func instance(_ sop: String, study: String = "1.2.3", number: Int? = nil, z: Dou
         #expect(try db.sync { try JobQueue.queued($0) }.map(\.sopInstanceUID) == ["1.1", "1.2"])
     }
 
-    @Test func completeRecordsResultsAndStudyMaxima() throws {
+    @Test func completeRecordsResultsAndSummaryStoresMaxima() throws {
         let (db, _) = try makeDatabase()
         _ = try db.write { try JobQueue.enqueue($0, [instance("1.1", z: 5), instance("1.2", z: 0), instance("1.3")]) }
         let p1: [Float] = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]
@@ -42,7 +42,12 @@ func instance(_ sop: String, study: String = "1.2.3", number: Int? = nil, z: Dou
         #expect(recorded == [true, true, true])
         let study = try #require(try db.sync { try ResultStore.study($0, "1.2.3") })
         #expect(study.done == 2 && study.failed == 1 && study.queued == 0)
-        #expect(study.maxima == [0.9, 0.6, 0.2, 0.3, 0.4, 0.5])
+        #expect(study.maxima == nil && study.assessable == nil, "completion counts; the service's summary sets the rest")
+        let summary = StudySummary(maxima: [0.9, 0.6, 0.2, 0.3, 0.4, 0.5], primarySeriesUID: "1.2.3.1", assessable: true,
+                                   notAssessableReason: nil)
+        try db.write { try JobQueue.summarize($0, study: "1.2.3", summary) }
+        let summarized = try #require(try db.sync { try ResultStore.study($0, "1.2.3") })
+        #expect(summarized.maxima == summary.maxima && summarized.primarySeriesUID == "1.2.3.1" && summarized.assessable == true)
         let record = try #require(try db.sync { try ResultStore.instance($0, "1.1") })
         #expect(record.state == .done && record.probabilities == p1 && record.model == "m@1" && record.position == 5)
         let failed = try #require(try db.sync { try ResultStore.instance($0, "1.3") })
@@ -51,6 +56,28 @@ func instance(_ sop: String, study: String = "1.2.3", number: Int? = nil, z: Dou
         // A second outcome for a finished job is ignored, so a retried batch cannot double-count.
         #expect(try db.write { try JobQueue.complete($0, [("1.1", "1.1.dcm", .done(probabilities: p2))], model: "m@1", at: 160) } == [false])
         #expect(try db.sync { try ResultStore.study($0, "1.2.3") }?.done == 2)
+    }
+
+    @Test func skippedInstancesKeepMetadataWithoutAJob() throws {
+        let (db, _) = try makeDatabase()
+        let scout = NewInstance(
+            sopInstanceUID: "1.9", studyInstanceUID: "1.2.3", seriesInstanceUID: "1.2.3.9", sopClassUID: "1.2.840.10008.5.1.4.1.1.2",
+            instanceNumber: 1, position: nil, spoolName: nil, skipReason: "localizer", receivedAt: 100,
+            series: SeriesDetails(seriesNumber: 9, modality: "CT", original: true),
+            study: StudyDetails(accessionNumber: "A1", patientName: "Doe^J"))
+        var slice = instance("1.1")
+        slice.study = StudyDetails(accessionNumber: "other", patientID: "P1")
+        #expect(try db.write { try JobQueue.enqueue($0, [scout, slice]) } == [true, true])
+        #expect(try db.sync { try JobQueue.queued($0) }.map(\.sopInstanceUID) == ["1.1"])
+        let study = try #require(try db.sync { try ResultStore.study($0, "1.2.3") })
+        #expect(study.received == 2 && study.skipped == 1 && study.queued == 1 && study.finished == 1)
+        #expect(study.details == StudyDetails(accessionNumber: "A1", patientID: "P1", patientName: "Doe^J"),
+                "the first value of each attribute is kept, missing ones filled later")
+        let record = try #require(try db.sync { try ResultStore.instance($0, "1.9") })
+        #expect(record.state == .skipped && record.skipReason == "localizer")
+        let series = try db.sync { try ResultStore.series($0, study: "1.2.3") }
+        #expect(series.map(\.seriesInstanceUID) == ["1.2.3.1", "1.2.3.9"] || series.map(\.seriesInstanceUID) == ["1.2.3.9", "1.2.3.1"])
+        #expect(series.first { $0.seriesInstanceUID == "1.2.3.9" }?.details == SeriesDetails(seriesNumber: 9, modality: "CT", original: true))
     }
 
     @Test func deleteStudyReturnsQueuedSpoolFilesAndForgetsTheStudy() throws {

@@ -67,10 +67,21 @@ import Testing
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let db = try DatabaseQueue(path: directory + "/old.sqlite", label: "old")
         try db.sync { try Migrator.migrate($0, Array(Schema.migrations.prefix(2))) }
-        _ = try db.write { try JobQueue.enqueue($0, [instance("1.1", at: 100)]) }
-        _ = try db.write { try JobQueue.complete($0, [("1.1", "1.1.dcm", .done(probabilities: p))], model: "m", at: 101) }
+        // Rows as the version-2 code wrote them: one finished instance and its study.
+        try db.write {
+            try $0.execute("""
+                INSERT INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, received_at, state,
+                    p_any, processed_at) VALUES ('1.1', '1.2.3', '1.2.3.1', '1.2.840.10008.5.1.4.1.1.2', 100, 1, 0.9, 101);
+                INSERT INTO studies (study_instance_uid, first_received_at, last_received_at, received, done, max_any)
+                    VALUES ('1.2.3', 100, 100, 1, 1, 0.9);
+                """)
+        }
         try db.sync { try Migrator.migrate($0, Schema.migrations) }
         #expect(try db.sync { try Outbox.unsettled($0, receivedBefore: 1_000, limit: 10) }.isEmpty,
                 "a study finished before notifications existed is not announced on upgrade")
+        let study = try #require(try db.sync { try ResultStore.study($0, "1.2.3") })
+        #expect(study.assessable == true && study.maxima?[0] == 0.9 && study.skipped == 0)
+        #expect(try db.sync { try ResultStore.series($0, study: "1.2.3") }.map(\.seriesInstanceUID) == ["1.2.3.1"],
+                "series are made from the instances already stored")
     }
 }

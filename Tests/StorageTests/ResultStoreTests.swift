@@ -12,6 +12,8 @@ import Testing
             if let any {
                 try db.write {
                     _ = try JobQueue.complete($0, [(uid + ".1", uid + ".1.dcm", .done(probabilities: [any, 0, 0, 0, 0, 0]))], model: "m", at: time)
+                    try JobQueue.summarize($0, study: uid, StudySummary(maxima: [any, 0, 0, 0, 0, 0], primarySeriesUID: uid + ".1",
+                                                                        assessable: true, notAssessableReason: nil))
                 }
             }
         }
@@ -30,6 +32,10 @@ import Testing
         #expect(positive.map(\.studyInstanceUID) == ["1.7", "1.9", "1.5"])
         let recent = try db.sync { try ResultStore.worklist($0, minimumAny: nil, since: 30, after: nil, limit: 10) }
         #expect(recent.map(\.studyInstanceUID) == ["1.7", "1.1", "1.0"])
+        let unassessable = try db.sync { try ResultStore.worklist($0, minimumAny: nil, since: nil, assessable: false, after: nil, limit: 10) }
+        #expect(unassessable.map(\.studyInstanceUID) == ["1.0"], "a study not yet summarised counts as not assessable")
+        let assessable = try db.sync { try ResultStore.worklist($0, minimumAny: nil, since: nil, assessable: true, after: nil, limit: 10) }
+        #expect(assessable.count == 4)
     }
 
     @Test(arguments: [1, 2, 3, 4])

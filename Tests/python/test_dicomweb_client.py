@@ -58,7 +58,7 @@ def test_store_instances_with_dicomweb_client(dw_server):
 
     reader = dw_server.client(dw_server.token("read"))
     result = reader.wait_complete(study, timeout=120)
-    assert result["counts"] == {"received": 3, "processed": 3, "failed": 0, "queued": 0}
+    assert result["counts"] == {"received": 3, "processed": 3, "failed": 0, "skipped": 0, "queued": 0}
     assert [s["instanceNumber"] for s in result["slices"]] == [1, 2, 3]
     assert all(s["status"] == "done" for s in result["slices"])
 

@@ -1,9 +1,9 @@
 """`ichctl push`, `study`, `worklist` and `wait` (libcurl) against a real `ich-server`.
 
 A folder holds two CT studies (one with a subfolder), a text file and an MR slice
-of the first study: the first push stores the CT slices, skips the text file and
-reports the MR slice failed (0xA900) with exit status 1; a second push of the CT
-slices reports duplicates with exit status 0. The query commands' JSON is
+of the first study: the first push stores all six instances (the service records
+the MR slice as a skipped series) and skips the text file, exit status 0; a second
+push of the CT slices reports duplicates with exit status 0. The query commands' JSON is
 compared with the HTTP API's, and their tables must carry the model notice.
 A server whose queue limit is 0 answers every ingest with 503 + Retry-After:
 push retries, then reports the instances failed (exit 1); a wrong token and an
@@ -78,7 +78,8 @@ def pushed(server, tmp_path_factory):
         (root / "b" / f"IM{k:04d}").write_bytes(f.data)  # no extension: found by content
     (root / "README.txt").write_text("not DICOM\n")
     mr_sop = new_uid()
-    (root / "mr.dcm").write_bytes(service.ct_bytes(study=study_a[0].study, sop=mr_sop, modality="MR",
+    (root / "mr.dcm").write_bytes(service.ct_bytes(study=study_a[0].study, series=study_a[0].study + ".9",
+                                                   sop=mr_sop, modality="MR",
                                                    position=(0, 0, 0), patient_name="PATIENT^SECRET"))
     # 20 KiB per request: the 64x64 slices (about 8.5 KiB) travel two by two.
     result = ichctl("push", str(root), "--json", "--max-request-bytes", "20KiB", "--parallel", "3",
@@ -86,17 +87,17 @@ def pushed(server, tmp_path_factory):
     return root, study_a, study_b, mr_sop, result
 
 
-def test_push_stores_ct_skips_non_dicom_and_reports_the_mr_slice(pushed):
+def test_push_stores_every_instance_and_skips_non_dicom(pushed):
     root, study_a, study_b, mr_sop, result = pushed
-    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.returncode == 0, (result.stdout, result.stderr)
     counts = summary(result)
     assert counts["studies"] == 2
     assert counts["instances"] == 6
     assert counts["requests"] == 3, counts  # A: 3 CT + the MR slice, two per request; B: one request
-    assert counts["stored"] == 5 and counts["duplicates"] == 0
-    assert counts["failed"] == 1 and counts["failedByReason"] == {"0xA900 not CT or cannot be processed": 1}
-    assert counts["skipped"] == 1
-    assert counts["exitCode"] == 1
+    assert counts["stored"] == 6 and counts["duplicates"] == 0
+    assert counts["failed"] == 0 and counts["failedByReason"] == {}
+    assert counts["skipped"] == 1  # the text file, not sent
+    assert counts["exitCode"] == 0
     assert "README.txt: not a DICOM Part-10 file" in result.stderr
     assert "PATIENT^SECRET" not in result.stdout + result.stderr
 
@@ -128,7 +129,9 @@ def test_wait_study_and_worklist_agree_with_the_api(server, pushed):
     assert shown.returncode == 0, shown.stderr
     mine = json.loads(shown.stdout)
     assert mine["labels"] == api["labels"]
-    assert mine["counts"] == api["counts"] == {"received": 3, "processed": 3, "failed": 0, "queued": 0}
+    assert mine["counts"] == api["counts"] == {"received": 4, "processed": 3, "failed": 0, "skipped": 1, "queued": 0}
+    assert [(s["modality"], s["role"], s.get("reason")) for s in mine["series"]] == [("CT", "primary", None),
+                                                                                   ("MR", "skipped", "not-ct")]
 
     table = ichctl("study", study_a[0].study, server=server, token=read)
     assert table.returncode == 0, table.stderr

@@ -43,7 +43,7 @@ ROUTES = {
 ROUTE_STATUSES = {
     ("post", "/dicomweb/studies"): {"200", "202", "400", "401", "403", "409", "413", "415", "431", "503"},
     ("post", "/dicomweb/studies/{StudyInstanceUID}"): {"200", "202", "400", "401", "403", "409", "413", "415", "431", "503"},
-    ("post", "/v1/instances"): {"200", "202", "400", "401", "403", "413", "415", "422", "431", "503"},
+    ("post", "/v1/instances"): {"200", "202", "400", "401", "403", "413", "415", "431", "503"},
     ("get", "/v1/instances/{SOPInstanceUID}"): {"200", "400", "401", "403", "404"},
     ("get", "/v1/studies"): {"200", "400", "401", "403"},
     ("get", "/v1/studies/{StudyInstanceUID}"): {"200", "400", "401", "403", "404"},
@@ -179,7 +179,9 @@ def test_labels_in_order(spec):
     assert schemas["Probabilities"]["required"] == LABELS
     assert list(schemas["Probabilities"]["properties"]) == LABELS
     assert schemas["Probabilities"]["additionalProperties"] is False
-    labels = schemas["Study"]["properties"]["labels"]
+    assert schemas["Study"]["properties"]["labels"] == {"$ref": "#/components/schemas/Labels"}
+    assert schemas["Series"]["properties"]["labels"]["anyOf"][0] == {"$ref": "#/components/schemas/Labels"}
+    labels = schemas["Labels"]
     assert labels["minItems"] == labels["maxItems"] == 6
     assert [item["allOf"][1]["properties"]["label"]["const"] for item in labels["prefixItems"]] == LABELS
     description = spec["info"]["description"]
@@ -206,7 +208,7 @@ def test_own_objects_are_closed(spec):
 
 def test_uid_path_parameters(spec):
     uid = spec["components"]["schemas"]["Uid"]
-    assert uid["pattern"] == r"^[0-9]+(\.[0-9]+)*$"
+    assert uid["pattern"] == r"^[0-9A-Za-z._-]{1,64}$" and uid["not"] == {"enum": [".", ".."]}
     assert uid["maxLength"] == 64
     for name in ("StudyInstanceUID", "SOPInstanceUID"):
         parameter = spec["components"]["parameters"][name]

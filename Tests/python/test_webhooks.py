@@ -136,7 +136,7 @@ def test_positive_study_is_notified_once_signed_with_its_key_slices(tmp_path, bu
             (headers, body), = receiver.wait(1)
             note = check_notification(headers, body, files)
             assert note["event"] == "study.positive"
-            assert note["counts"] == {"received": 4, "processed": 4, "failed": 0, "queued": 0}
+            assert note["counts"] == {"received": 4, "processed": 4, "failed": 0, "skipped": 0, "queued": 0}
             study = server.client(server.tokens["read"]).study(files[0].study).json()
             assert study["status"] == "complete"
             by_label = {label["label"]: label for label in study["labels"]}

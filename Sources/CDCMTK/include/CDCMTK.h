@@ -60,6 +60,13 @@ int cdcmtk_has_element(const cdcmtk_object *object, uint16_t group, uint16_t ele
 /// value, CDCMTK_NO_PIXEL_DATA otherwise. Cheap: decompresses nothing.
 cdcmtk_status cdcmtk_has_pixel_data(const cdcmtk_object *object);
 
+/// What the object says about its pixel data without decompressing it:
+/// `*encapsulated` is 1 for a compressed transfer syntax, `*native_length`
+/// the value's length in bytes otherwise (0 when encapsulated), and
+/// `*decodable` 1 when the pixels can be brought to native form (no codec
+/// needed, or a registered one). CDCMTK_NO_PIXEL_DATA when there is none.
+cdcmtk_status cdcmtk_pixel_info(const cdcmtk_object *object, int *encapsulated, size_t *native_length, int *decodable);
+
 /// Decompresses the pixel data to explicit little endian (once) and points
 /// `*data` at the native-byte-order values, valid until `cdcmtk_free`.
 /// `bits_allocated` selects 8- or 16-bit word access.

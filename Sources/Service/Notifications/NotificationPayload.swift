@@ -2,22 +2,33 @@ import Inference
 import NeuralNet
 import Storage
 
-/// The JSON body of a critical-finding notification (openapi.yaml, `Notification`):
-/// what a receiver needs to page someone without calling back first.
+/// The JSON body of a notification (openapi.yaml, `Notification`): what a
+/// receiver needs to page someone, or to tell a radiologist to read a study
+/// without help, without calling back first.
 enum NotificationPayload {
-    /// `labels` are the study's summaries; only those called positive go in,
-    /// each with the slice that gives its maximum (the key slice to open).
+    enum Event: String {
+        case positive = "study.positive"
+        case positiveUpdated = "study.positive.updated"
+        /// Complete, and no series the model could assess: never a silent negative.
+        case notAssessable = "study.not_assessable"
+    }
+
+    /// Only labels called positive go in, each with the slice of the primary
+    /// series that gives its maximum (the key slice to open).
     static func body(
-        eventID: String, study: StudyRecord, labels: [LabelSummary], slices: [SliceResult], update: Bool,
-        link: String, model: JSONValue, createdAt: Double
+        eventID: String, event: Event, study: StudyRecord, view: StudyView, link: String, model: JSONValue, createdAt: Double
     ) -> [UInt8] {
-        let positive = labels.filter { $0.positive == true }
+        let slices = view.primary?.slices ?? []
+        let positive = view.labels.filter { $0.positive == true }
         return JSONValue.object([
             ("id", .string(eventID)),
-            ("event", .string(update ? "study.positive.updated" : "study.positive")),
+            ("event", .string(event.rawValue)),
             ("createdAt", Representation.time(createdAt)),
             ("studyInstanceUID", .string(study.studyInstanceUID)),
             ("link", .string(link)),
+            ("assessable", .bool(view.assessable)),
+            ("notAssessableReason", .string(view.notAssessableReason)),
+            ("primarySeriesInstanceUID", .string(view.primary?.record.seriesInstanceUID)),
             ("positiveLabels", .array(positive.map { label in
                 .object([
                     ("label", .string(label.label)), ("probability", .float(label.probability)),

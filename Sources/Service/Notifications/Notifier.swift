@@ -16,6 +16,7 @@ final class Notifier: Sendable {
     private let configuration: ServiceConfiguration
     private let manifest: Manifest
     private let model: JSONValue
+    private let rules: SeriesRules
     private let metrics: ServiceMetrics
     private let logger: Logger
     private let settleQueue = DispatchQueue(label: "ich-notifier-settle")
@@ -25,8 +26,9 @@ final class Notifier: Sendable {
     private let settleFailures = Atomic<Int>(0)
     private let deliveryFailures = Atomic<Int>(0)
 
-    init(writer: DatabaseQueue, configuration: ServiceConfiguration, manifest: Manifest, model: JSONValue,
+    init(writer: DatabaseQueue, configuration: ServiceConfiguration, manifest: Manifest, model: JSONValue, rules: SeriesRules,
          metrics: ServiceMetrics, logger: Logger) {
+        self.rules = rules
         self.writer = writer
         self.configuration = configuration
         self.manifest = manifest
@@ -61,8 +63,9 @@ final class Notifier: Sendable {
         }
     }
 
-    /// Settles every study that completed since the last look; a positive one
-    /// gets a notification per webhook URL, committed with its settling.
+    /// Settles every study that completed since the last look; a positive one,
+    /// and one with nothing the model could assess, gets a notification per
+    /// webhook URL, committed with its settling.
     func settleCompletedStudies() {
         let now = Date().timeIntervalSince1970
         let cutoff = now - configuration.stableAge
@@ -76,7 +79,7 @@ final class Notifier: Sendable {
                 var queued = 0
                 for study in try Outbox.unsettled(db, receivedBefore: cutoff, limit: 100) {
                     let notifications = try notifications(db, study, now: now)
-                    try Outbox.settle(db, study: study.studyInstanceUID, processed: study.processed, notifications: notifications)
+                    try Outbox.settle(db, study: study.studyInstanceUID, processed: study.finished, notifications: notifications)
                     queued += notifications.count
                 }
                 return queued
@@ -91,16 +94,20 @@ final class Notifier: Sendable {
     }
 
     private func notifications(_ db: Storage.Connection, _ study: StudyRecord, now: Double) throws -> [NewNotification] {
-        guard !webhooks.urls.isEmpty, let maxima = study.maxima, Double(maxima[0]) >= manifest.thresholds[0] else { return [] }
-        let slices = StudyAggregate.ordered(try ResultStore.instances(db, study: study.studyInstanceUID).map {
-            SliceResult(sopInstanceUID: $0.sopInstanceUID, instanceNumber: $0.instanceNumber, position: $0.position,
-                        probabilities: $0.probabilities)
-        })
-        let labels = StudyAggregate.summarize(slices, labels: manifest.labels, thresholds: manifest.thresholds)
+        guard !webhooks.urls.isEmpty else { return [] }
+        let view = try StudyView.load(db, study: study.studyInstanceUID, rules: rules, labels: manifest.labels,
+                                      thresholds: manifest.thresholds)
+        let event: NotificationPayload.Event
+        if !view.assessable {
+            event = .notAssessable
+        } else if let any = view.labels.first?.probability, Double(any) >= manifest.thresholds[0] {
+            event = try Outbox.notifiedCount(db, study: study.studyInstanceUID) > 0 ? .positiveUpdated : .positive
+        } else {
+            return []
+        }
         let eventID = UUID().uuidString.lowercased()
         let body = NotificationPayload.body(
-            eventID: eventID, study: study, labels: labels, slices: slices,
-            update: try Outbox.notifiedCount(db, study: study.studyInstanceUID) > 0,
+            eventID: eventID, event: event, study: study, view: view,
             link: (configuration.publicURL ?? "") + "/v1/studies/" + study.studyInstanceUID, model: model, createdAt: now)
         return webhooks.urls.map { NewNotification(eventID: eventID, url: $0, body: body, createdAt: now) }
     }

@@ -17,18 +17,22 @@ enum IngestRoutes {
     /// PS3.18 warning for an instance that was already stored.
     static let duplicateWarning = 45070
 
-    /// Decodes one uploaded object and keeps it only if the service can use it.
-    static func accept(_ bytes: UnsafeRawBufferPointer) -> Result<CTSlice, DICOMError> {
-        let slice: CTSlice
+    /// Reads one uploaded object's header (pixels are decoded once, in the batch) and decides with the
+    /// series rules whether it is triaged. Any well-formed instance is accepted; malformed ones fail.
+    static func accept(_ bytes: UnsafeRawBufferPointer, rules: SeriesRules) -> Result<IngestItem, DICOMError> {
+        let header: InstanceHeader
         do {
-            slice = try DICOMDecoder.decode(bytes)
+            header = try DICOMDecoder.header(bytes)
         } catch {
             return .failure(error)
         }
-        return .success(slice)
+        let skipReason: String? =
+            switch rules.decide(header) {
+            case .triage: nil
+            case .skip(let reason): reason
+            }
+        return .success(IngestItem(header: header, bytes: bytes, skipReason: skipReason))
     }
-
-    static func isCT(_ slice: CTSlice) -> Bool { slice.modality?.uppercased() == "CT" }
 
     /// Decode failures that mean "not DICOM at all" versus "DICOM we cannot process".
     static func reason(_ error: DICOMError) -> FailureReason {
@@ -75,19 +79,16 @@ enum IngestRoutes {
         guard mediaType?.type == dicomMediaType else { throw .unsupportedMediaType("application/dicom (one DICOM Part-10 file)") }
         guard request.body.count > 0 else { throw Problem(400, "empty-body", "The request body is empty; send one DICOM file.") }
         let body = request.body
-        let outcome: Result<(CTSlice, Bool), Problem>
+        let outcome: Result<(InstanceHeader, String?, Bool), Problem>
         do {
-            outcome = try await offload { () -> Result<(CTSlice, Bool), Problem> in
+            outcome = try await offload { () -> Result<(InstanceHeader, String?, Bool), Problem> in
                 try body.withUnsafeBytes { bytes in
-                    switch accept(bytes) {
+                    switch accept(bytes, rules: context.rules) {
                     case .failure(let error): return .failure(problem(error))
-                    case .success(let slice):
-                        guard isCT(slice) else {
-                            return .failure(Problem(422, "not-ct", "The instance's Modality is not CT; only head CT is triaged."))
-                        }
+                    case .success(let item):
                         do {
-                            let isNew = try context.pipeline.ingest([IngestItem(slice: slice, bytes: bytes)])[0]
-                            return .success((slice, isNew))
+                            let isNew = try context.pipeline.ingest([item])[0]
+                            return .success((item.header, item.skipReason, isNew))
                         } catch {
                             return .failure(storeFailed(context, error))
                         }
@@ -97,14 +98,18 @@ enum IngestRoutes {
         } catch {
             throw storeFailed(context, error)
         }
-        let (slice, isNew) = try outcome.get()
+        let (header, skipReason, isNew) = try outcome.get()
         context.metrics.ingested(isNew ? "stored" : "duplicate")
-        let json = JSONValue.object([
-            ("sopInstanceUID", .string(slice.sopInstanceUID)), ("studyInstanceUID", .string(slice.studyInstanceUID)),
-            ("seriesInstanceUID", .string(slice.seriesInstanceUID)), ("status", .string(isNew ? "queued" : "duplicate")),
-            ("study", .string("/v1/studies/\(slice.studyInstanceUID)")), ("instance", .string("/v1/instances/\(slice.sopInstanceUID)")),
-        ])
-        return HTTPResponse(status: isNew ? 202 : 200, headers: HTTPHeaders([("Content-Type", "application/json")]), body: json.serialized())
+        // 202: queued for the model; 200: stored and nothing to wait for (a repeat, or skipped by the series rules).
+        let status = !isNew ? "duplicate" : skipReason == nil ? "queued" : "skipped"
+        var members: [(String, JSONValue)] = [
+            ("sopInstanceUID", .string(header.sopInstanceUID)), ("studyInstanceUID", .string(header.studyInstanceUID)),
+            ("seriesInstanceUID", .string(header.seriesInstanceUID)), ("status", .string(status)),
+        ]
+        if let skipReason, isNew { members.append(("reason", .string(skipReason))) }
+        members += [("study", .string("/v1/studies/\(header.studyInstanceUID)")), ("instance", .string("/v1/instances/\(header.sopInstanceUID)"))]
+        return HTTPResponse(status: status == "queued" ? 202 : 200, headers: HTTPHeaders([("Content-Type", "application/json")]),
+                            body: JSONValue.object(members).serialized())
     }
 
     // MARK: POST /dicomweb/studies[/{study}]
@@ -164,28 +169,27 @@ enum IngestRoutes {
                 continue
             }
             let partBytes = UnsafeRawBufferPointer(rebasing: bytes[part.body])
-            switch accept(partBytes) {
+            switch accept(partBytes, rules: context.rules) {
             case .failure(let error):
                 outcomes[index] = .failed(sopClass: nil, sop: nil, reason: reason(error))
-            case .success(let slice):
-                if !isCT(slice) {
-                    outcomes[index] = .failed(sopClass: slice.sopClassUID, sop: slice.sopInstanceUID, reason: .processingFailure)
-                } else if let urlStudy, slice.studyInstanceUID != urlStudy {
-                    outcomes[index] = .failed(sopClass: slice.sopClassUID, sop: slice.sopInstanceUID, reason: .studyMismatch)
-                } else if !seen.insert(slice.sopInstanceUID).inserted {
+            case .success(let item):
+                let header = item.header
+                if let urlStudy, header.studyInstanceUID != urlStudy {
+                    outcomes[index] = .failed(sopClass: header.sopClassUID, sop: header.sopInstanceUID, reason: .studyMismatch)
+                } else if !seen.insert(header.sopInstanceUID).inserted {
                     // The same instance twice in one request: store it once, warn on the repeat.
-                    outcomes[index] = .stored(sopClass: slice.sopClassUID ?? "", sop: slice.sopInstanceUID,
-                                              study: slice.studyInstanceUID, duplicate: true)
+                    outcomes[index] = .stored(sopClass: header.sopClassUID ?? "", sop: header.sopInstanceUID,
+                                              study: header.studyInstanceUID, duplicate: true)
                 } else {
-                    items.append(IngestItem(slice: slice, bytes: partBytes))
+                    items.append(item)
                     itemParts.append(index)
                 }
             }
         }
         let inserted = try context.pipeline.ingest(items)
         for (k, index) in itemParts.enumerated() {
-            let slice = items[k].slice
-            outcomes[index] = .stored(sopClass: slice.sopClassUID ?? "", sop: slice.sopInstanceUID, study: slice.studyInstanceUID,
+            let header = items[k].header
+            outcomes[index] = .stored(sopClass: header.sopClassUID ?? "", sop: header.sopInstanceUID, study: header.studyInstanceUID,
                                       duplicate: !inserted[k])
         }
         let final = outcomes.map { $0! }

@@ -22,14 +22,13 @@ enum StudyRoutes {
         let deadline = ContinuousClock.now + .milliseconds(Int(wait * 1000))
         while true {
             let now = Date().timeIntervalSince1970
-            let (study, instances) = try await context.read { db in
-                (try ResultStore.study(db, uid), try ResultStore.instances(db, study: uid))
+            let (study, view) = try await context.read { db in
+                (try ResultStore.study(db, uid), try context.studyView(db, uid))
             }
             guard let study else { throw .notFound("study") }
-            let status = StudyStatus.of(received: study.received, processed: study.processed, lastReceivedAt: study.lastReceivedAt,
-                                        now: now, stableAge: context.configuration.stableAge)
-            let body = Representation.study(study, status: status, instances: instances, manifest: context.manifest,
-                                             model: context.model, stableAge: context.configuration.stableAge)
+            let status = Representation.status(study, now: now, stableAge: context.configuration.stableAge)
+            let body = Representation.study(study, status: status, view: view, model: context.model,
+                                             stableAge: context.configuration.stableAge)
             let complete = status == .complete
             // Long-poll by re-reading: an indexed query every 200 ms per waiting client costs far less than a notifier.
             if complete || ContinuousClock.now >= deadline || Task.isCancelled || context.isShuttingDown {
@@ -52,6 +51,14 @@ enum StudyRoutes {
             default: throw .invalidParameter("positive", "true or false")
             }
         }
+        var assessable: Bool?
+        if let text = request.query("assessable") {
+            switch text {
+            case "true": assessable = true
+            case "false": assessable = false
+            default: throw .invalidParameter("assessable", "true or false")
+            }
+        }
         var since: Double?
         if let text = request.query("since") {
             guard let value = Representation.parseTime(text) else { throw .invalidParameter("since", "an RFC 3339 date-time") }
@@ -71,8 +78,10 @@ enum StudyRoutes {
             cursor = value
         }
         try await context.audit(principal, "read-worklist", study: nil)
-        let (floor, after, from, count) = (minimumAny, since, cursor, limit + 1)
-        let studies = try await context.read { try ResultStore.worklist($0, minimumAny: floor, since: after, after: from, limit: count) }
+        let (floor, after, from, count, only) = (minimumAny, since, cursor, limit + 1, assessable)
+        let studies = try await context.read {
+            try ResultStore.worklist($0, minimumAny: floor, since: after, assessable: only, after: from, limit: count)
+        }
         let page = studies.prefix(limit)
         let next: JSONValue = studies.count > limit ? page.last.map {
             .string(encodeCursor(ResultStore.Cursor(anyMaximum: $0.maxima.map { Double($0[0]) } ?? -1, studyInstanceUID: $0.studyInstanceUID)))
