@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libdcmtk-dev libopenblas-dev libsqlite3-dev libcurl4-openssl-dev python3-venv
+# The tests' real peers: Orthanc (a PACS) pushes studies to us by STOW-RS.
+TEST_APT_PACKAGES := orthanc orthanc-dicomweb
 FUZZ_SECONDS ?= 30
 FUZZ_TEST_SECONDS ?= 20
 
@@ -37,6 +39,7 @@ release: deps
 
 # The Python tests drive a release ichctl and ich-server: a debug build spends
 # most of a minute just loading a ResNet50 bundle.
+test: APT_PACKAGES += $(TEST_APT_PACKAGES)
 test: deps venv
 	swift build
 	swift build -c release --product ichctl

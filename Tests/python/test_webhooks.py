@@ -176,6 +176,33 @@ def test_negative_study_sends_nothing(tmp_path, bundles):
         receiver.close()
 
 
+def test_study_with_nothing_to_triage_is_notified_not_assessable(tmp_path, bundles):
+    """Sagittal slices only: no triageable series, so a radiologist is told to read it unaided,
+    even by a model whose threshold makes every assessed study negative."""
+    receiver = Receiver()
+    try:
+        with webhook_server(tmp_path, bundles["negative"], [receiver.url]) as server:
+            study = service.new_uid()
+            client = server.client(server.tokens["ingest"])
+            files = []
+            for k in range(3):
+                data = service.ct_bytes(study=study, sop=service.new_uid(), instance=k + 1, position=(5.0 * k, 0, 0),
+                                        orientation=(0, 1, 0, 0, 0, -1), patient_name=MARKER)
+                files.append(service.SliceFile(sop="", study=study, series=study + ".1", instance=k + 1, position=None, data=data))
+                response = client.post_instance(data)
+                assert response.status == 200 and response.json()["reason"] == "not-axial", response.body
+            (headers, body), = receiver.wait(1)
+            note = check_notification(headers, body, files)
+            assert note["event"] == "study.not_assessable"
+            assert note["notAssessableReason"] == "no-triageable-series"
+            assert note["counts"] == {"received": 3, "processed": 0, "failed": 0, "skipped": 3, "queued": 0}
+            assert note["positiveLabels"] == []
+            listed = server.client(server.tokens["read"]).get("/v1/studies?assessable=false").json()
+            assert [s["studyInstanceUID"] for s in listed["studies"]] == [study]
+    finally:
+        receiver.close()
+
+
 def test_failed_attempts_are_retried_with_the_same_notification(tmp_path, bundles):
     receiver = Receiver(statuses=[500, 503])
     other = Receiver()
