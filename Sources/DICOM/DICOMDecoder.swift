@@ -73,6 +73,7 @@ enum Tag {
     static let rescaleIntercept: (UInt16, UInt16) = (0x0028, 0x1052)
     static let rescaleSlope: (UInt16, UInt16) = (0x0028, 0x1053)
     static let modalityLUTSequence: (UInt16, UInt16) = (0x0028, 0x3000)
+    static let requestedProcedurePriority: (UInt16, UInt16) = (0x0040, 0x1003)
 }
 
 /// Owns one parsed DCMTK object and reads typed attributes from it.
@@ -117,6 +118,8 @@ private final class DCMTKObject {
             seriesDescription: try? string(Tag.seriesDescription, "SeriesDescription"),
             bodyPartExamined: try? string(Tag.bodyPartExamined, "BodyPartExamined"),
             hasPixelData: hasPixelData, unsupportedImage: unsupported,
+            urgent: ["STAT", "HIGH"].contains(
+                ((try? string(Tag.requestedProcedurePriority, "RequestedProcedurePriority")) ?? nil)?.uppercased()),
             study: StudyAttributes(
                 accessionNumber: try? string(Tag.accessionNumber, "AccessionNumber"),
                 patientID: try? string(Tag.patientID, "PatientID"), patientName: try? string(Tag.patientName, "PatientName"),

@@ -23,6 +23,8 @@ public struct InstanceHeader: Sendable, Equatable {
     /// a transfer syntax without a codec...); nil when it can decode it or
     /// when there are no pixels.
     public var unsupportedImage: DICOMError?
+    /// Requested Procedure Priority (0040,1003) is STAT or HIGH: the scheduler serves the study first.
+    public var urgent: Bool
     public var study: StudyAttributes
 
     public init(
@@ -31,7 +33,7 @@ public struct InstanceHeader: Sendable, Equatable {
         instanceNumber: Int? = nil, imageType: [String] = [], imagePositionPatient: [Double]? = nil,
         imageOrientationPatient: [Double]? = nil, sliceThickness: Double? = nil, convolutionKernel: String? = nil,
         seriesDescription: String? = nil, bodyPartExamined: String? = nil, hasPixelData: Bool = true,
-        unsupportedImage: DICOMError? = nil, study: StudyAttributes = StudyAttributes()
+        unsupportedImage: DICOMError? = nil, urgent: Bool = false, study: StudyAttributes = StudyAttributes()
     ) {
         self.studyInstanceUID = studyInstanceUID
         self.seriesInstanceUID = seriesInstanceUID
@@ -50,6 +52,7 @@ public struct InstanceHeader: Sendable, Equatable {
         self.bodyPartExamined = bodyPartExamined
         self.hasPixelData = hasPixelData
         self.unsupportedImage = unsupportedImage
+        self.urgent = urgent
         self.study = study
     }
 

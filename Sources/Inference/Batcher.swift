@@ -1,23 +1,29 @@
 import Foundation
 
-/// A FIFO of work items drained by one thread in batches chosen by
-/// `BatchPolicy`. The batcher holds no durable state: items are identifiers of
-/// jobs that are already committed, so dropping the queue loses nothing.
+/// A queue of work items drained by one thread in batches: `BatchPolicy` says
+/// when to run one and how large, `SchedulingPolicy` whose items go in it. The
+/// batcher holds no durable state: items are identifiers of jobs that are
+/// already committed, so dropping the queue loses nothing.
 public final class Batcher<Item: Sendable>: @unchecked Sendable {
     // @unchecked: all mutable state is guarded by `condition`.
     private let policy: BatchPolicy
+    private let study: (Item) -> (study: String, urgent: Bool)
     private let process: ([Item]) -> Void
     private let condition = NSCondition()
-    private var queue: [(item: Item, arrival: Double)] = []
-    private var head = 0
+    private var queue: StudyQueue<Item>
     private var stopping = false
     private var running = false
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
 
+    /// `study` names an item's study and whether it is urgent (for `.study` scheduling);
     /// `process` runs on the batcher's thread, one batch at a time.
-    public init(policy: BatchPolicy, process: @escaping ([Item]) -> Void) {
+    public init(policy: BatchPolicy, scheduling: SchedulingPolicy = SchedulingPolicy(order: .arrival),
+                study: @escaping (Item) -> (study: String, urgent: Bool) = { _ in ("", false) },
+                process: @escaping ([Item]) -> Void) {
         self.policy = policy
+        self.queue = StudyQueue(policy: scheduling)
+        self.study = study
         self.process = process
     }
 
@@ -27,14 +33,17 @@ public final class Batcher<Item: Sendable>: @unchecked Sendable {
     public var depth: Int {
         condition.lock()
         defer { condition.unlock() }
-        return queue.count - head
+        return queue.count
     }
 
     public func submit(_ items: [Item]) {
         guard !items.isEmpty else { return }
         let arrival = Self.now()
         condition.lock()
-        queue.append(contentsOf: items.map { ($0, arrival) })
+        for item in items {
+            let (key, urgent) = study(item)
+            queue.append(item, study: key, urgent: urgent, arrival: arrival)
+        }
         condition.signal()
         condition.unlock()
     }
@@ -71,20 +80,14 @@ public final class Batcher<Item: Sendable>: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         while !stopping {
-            let waiting = queue.count - head
-            switch policy.decide(queued: waiting, oldestArrival: waiting > 0 ? queue[head].arrival : nil, now: Self.now()) {
+            let now = Self.now()
+            switch policy.decide(queued: queue.count, oldestArrival: queue.oldestArrival, now: now) {
             case .idle:
                 condition.wait()
             case .wait(let until):
                 _ = condition.wait(until: Date(timeIntervalSinceNow: max(0, until - Self.now())))
             case .run(let count):
-                let batch = queue[head..<head + count].map(\.item)
-                head += count
-                if head > 1024, head * 2 > queue.count {
-                    queue.removeFirst(head)
-                    head = 0
-                }
-                return batch
+                return queue.take(count, now: now)
             }
         }
         return nil

@@ -1,5 +1,9 @@
 import Foundation
 import HTTP
+import Inference
+
+/// How queued slices are ordered into batches (`SchedulingPolicy`): by study (the default) or by arrival.
+public typealias SchedulingOrder = SchedulingPolicy.Order
 
 /// Everything the service can be told, with the defaults an operator gets
 /// without saying anything. `ich-server` fills it from flags and `ICH_*`
@@ -12,6 +16,8 @@ public struct ServiceConfiguration: Sendable {
     /// Most slices in one forward pass, and how long the first of them may wait for others (seconds).
     public var maxBatch: Int = 8
     public var maxDelay: Double = 0.010
+    /// Shortest study first with ageing (urgent studies ahead), or first in, first out by slice.
+    public var scheduling: SchedulingOrder = .study
     /// Threads for OpenBLAS and the kernels; defaults to the cores present.
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     /// Seconds without a new instance before a fully processed study is complete.

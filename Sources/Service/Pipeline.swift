@@ -38,7 +38,7 @@ final class Pipeline: @unchecked Sendable {
     private var unsure: [String] = []
 
     init(writer: DatabaseQueue, spool: Spool, metrics: ServiceMetrics, logger: Logger, modelID: String, rules: SeriesRules,
-         labels: [String], thresholds: [Double], policy: BatchPolicy) {
+         labels: [String], thresholds: [Double], policy: BatchPolicy, scheduling: SchedulingPolicy) {
         self.writer = writer
         self.spool = spool
         self.metrics = metrics
@@ -48,7 +48,9 @@ final class Pipeline: @unchecked Sendable {
         self.labels = labels
         self.thresholds = thresholds
         self.batchPolicy = policy
-        batcher = Batcher(policy: policy) { [unowned self] jobs in process(jobs) }
+        batcher = Batcher(policy: policy, scheduling: scheduling, study: { ($0.studyInstanceUID, $0.urgent) }) {
+            [unowned self] jobs in process(jobs)
+        }
     }
 
     var depth: Int { batcher.depth }
@@ -115,7 +117,7 @@ final class Pipeline: @unchecked Sendable {
                 if let spoolName = record.spoolName {
                     if isNew {
                         jobs.append(Job(sopInstanceUID: record.sopInstanceUID, studyInstanceUID: record.studyInstanceUID,
-                                        spoolName: spoolName, receivedAt: now))
+                                        spoolName: spoolName, receivedAt: now, urgent: record.urgent))
                     } else {
                         spool.remove(spoolName)
                     }
@@ -151,7 +153,7 @@ final class Pipeline: @unchecked Sendable {
         return NewInstance(
             sopInstanceUID: h.sopInstanceUID, studyInstanceUID: h.studyInstanceUID, seriesInstanceUID: h.seriesInstanceUID,
             sopClassUID: h.sopClassUID ?? "", instanceNumber: h.instanceNumber, position: h.position, spoolName: spoolName,
-            skipReason: item.skipReason, receivedAt: receivedAt,
+            skipReason: item.skipReason, receivedAt: receivedAt, urgent: h.urgent,
             series: SeriesDetails(seriesNumber: h.seriesNumber, modality: h.modality, original: original,
                                   kernelClass: rules.kernelClass(h.convolutionKernel), sliceThickness: h.sliceThickness),
             study: StudyDetails(accessionNumber: study.accessionNumber, patientID: study.patientID, patientName: study.patientName,

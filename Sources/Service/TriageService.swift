@@ -47,7 +47,8 @@ public final class TriageService: Sendable {
         let pipeline = Pipeline(
             writer: writer, spool: try Spool(directory: configuration.spoolDirectory), metrics: metrics, logger: logger,
             modelID: "\(manifest.name)@\(manifest.version)", rules: rules, labels: manifest.labels,
-            thresholds: manifest.thresholds, policy: BatchPolicy(maxBatch: configuration.maxBatch, maxDelay: configuration.maxDelay))
+            thresholds: manifest.thresholds, policy: BatchPolicy(maxBatch: configuration.maxBatch, maxDelay: configuration.maxDelay),
+            scheduling: SchedulingPolicy(order: configuration.scheduling))
         context = ServiceContext(configuration: configuration, reader: reader, writer: writer, pipeline: pipeline,
                                  metrics: metrics, logger: logger, manifest: manifest, rules: rules)
         notifier = Notifier(writer: writer, configuration: configuration, manifest: manifest, model: context.model, rules: rules,

@@ -29,10 +29,11 @@ public enum JobQueue {
             let d = instance.study
             try db.statement(
                 """
-                INSERT INTO studies (study_instance_uid, first_received_at, last_received_at, received, skipped,
+                INSERT INTO studies (study_instance_uid, first_received_at, last_received_at, received, skipped, urgent,
                     accession_number, patient_id, patient_name, study_date, study_time, study_description, institution_name)
-                VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
+                VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (study_instance_uid) DO UPDATE SET received = received + 1, skipped = skipped + excluded.skipped,
+                    urgent = max(urgent, excluded.urgent),
                     first_received_at = min(first_received_at, excluded.first_received_at),
                     last_received_at = max(last_received_at, excluded.last_received_at),
                     accession_number = coalesce(accession_number, excluded.accession_number),
@@ -44,7 +45,7 @@ public enum JobQueue {
                 """
             ).run([
                 .text(instance.studyInstanceUID), .real(instance.receivedAt), .real(instance.receivedAt), .int(skipped ? 1 : 0),
-                .string(d.accessionNumber), .string(d.patientID), .string(d.patientName), .string(d.studyDate),
+                .int(instance.urgent ? 1 : 0), .string(d.accessionNumber), .string(d.patientID), .string(d.patientName), .string(d.studyDate),
                 .string(d.studyTime), .string(d.studyDescription), .string(d.institutionName),
             ])
             let series = instance.series
@@ -76,15 +77,17 @@ public enum JobQueue {
                         .text(uid)])
     }
 
-    /// Jobs still waiting, oldest first: what a restart resumes.
+    /// Jobs still waiting, oldest first, with their study's urgency: what a restart resumes.
     public static func queued(_ db: Connection, limit: Int = .max) throws(StorageError) -> [Job] {
         try db.statement(
             """
-            SELECT sop_instance_uid, study_instance_uid, spool_name, received_at FROM instances WHERE state = 0
-            ORDER BY received_at, rowid LIMIT ?
+            SELECT i.sop_instance_uid, i.study_instance_uid, i.spool_name, i.received_at, s.urgent
+            FROM instances i JOIN studies s USING (study_instance_uid) WHERE i.state = 0
+            ORDER BY i.received_at, i.rowid LIMIT ?
             """
         ).rows([.integer(Int64(min(limit, Int(Int64.max))))]) {
-            Job(sopInstanceUID: $0.text(0), studyInstanceUID: $0.text(1), spoolName: $0.text(2), receivedAt: $0.double(3))
+            Job(sopInstanceUID: $0.text(0), studyInstanceUID: $0.text(1), spoolName: $0.text(2), receivedAt: $0.double(3),
+                urgent: $0.int(4) != 0)
         }
     }
 

@@ -62,6 +62,8 @@ public struct NewInstance: Sendable, Equatable {
     public var spoolName: String?
     public var skipReason: String?
     public var receivedAt: Double
+    /// The header asked for priority (STAT): one such instance makes its study urgent.
+    public var urgent: Bool
     /// Recorded with the first instance of its series / study; later ones fill only what is still missing.
     public var series: SeriesDetails
     public var study: StudyDetails
@@ -69,7 +71,7 @@ public struct NewInstance: Sendable, Equatable {
     public init(
         sopInstanceUID: String, studyInstanceUID: String, seriesInstanceUID: String, sopClassUID: String,
         instanceNumber: Int?, position: Double?, spoolName: String?, skipReason: String? = nil, receivedAt: Double,
-        series: SeriesDetails = SeriesDetails(), study: StudyDetails = StudyDetails()
+        urgent: Bool = false, series: SeriesDetails = SeriesDetails(), study: StudyDetails = StudyDetails()
     ) {
         precondition((spoolName == nil) != (skipReason == nil), "an instance is either spooled or skipped")
         self.sopInstanceUID = sopInstanceUID
@@ -81,6 +83,7 @@ public struct NewInstance: Sendable, Equatable {
         self.spoolName = spoolName
         self.skipReason = skipReason
         self.receivedAt = receivedAt
+        self.urgent = urgent
         self.series = series
         self.study = study
     }
@@ -162,12 +165,15 @@ public struct Job: Sendable, Equatable {
     public var studyInstanceUID: String
     public var spoolName: String
     public var receivedAt: Double
+    /// Its study is urgent (see `NewInstance.urgent`).
+    public var urgent: Bool
 
-    public init(sopInstanceUID: String, studyInstanceUID: String, spoolName: String, receivedAt: Double) {
+    public init(sopInstanceUID: String, studyInstanceUID: String, spoolName: String, receivedAt: Double, urgent: Bool = false) {
         self.sopInstanceUID = sopInstanceUID
         self.studyInstanceUID = studyInstanceUID
         self.spoolName = spoolName
         self.receivedAt = receivedAt
+        self.urgent = urgent
     }
 }
 

@@ -121,6 +121,7 @@ public enum Schema {
             ALTER TABLE studies ADD COLUMN study_time TEXT;
             ALTER TABLE studies ADD COLUMN study_description TEXT;
             ALTER TABLE studies ADD COLUMN institution_name TEXT;
+            ALTER TABLE studies ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0;
             UPDATE studies SET assessable = 1 WHERE done > 0;
             DROP INDEX studies_unsettled;
             CREATE INDEX studies_unsettled ON studies (last_received_at) WHERE settled < done + failed + skipped;

@@ -16,6 +16,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Model bundle directory (ICH_MODEL; default Models/default).") var model: String?
     @Option(help: "Most slices per forward pass (ICH_MAX_BATCH; default 8).") var maxBatch: Int?
     @Option(help: "Longest wait for a fuller batch, in milliseconds (ICH_MAX_DELAY_MS; default 10).") var maxDelayMs: Double?
+    @Option(help: "Batch order: study (shortest study first, STAT first, with ageing) or arrival (first in, first out by slice) (ICH_SCHEDULING; default study).") var scheduling: String?
     @Option(help: "Compute threads (ICH_THREADS; default: the cores present).") var threads: Int?
     @Option(help: "Seconds without a new instance before a study is complete (ICH_STABLE_AGE; default 10).") var stableAge: Double?
     @Option(help: "Queued slices above which /readyz is not ready (ICH_QUEUE_HIGH_WATER; default 2000).") var queueHighWater: Int?
@@ -53,6 +54,11 @@ struct Serve: AsyncParsableCommand {
         configuration.http.bodyDirectory = configuration.bodyDirectory
         configuration.maxBatch = try setting(maxBatch, "ICH_MAX_BATCH", configuration.maxBatch)
         configuration.maxDelay = try setting(maxDelayMs, "ICH_MAX_DELAY_MS", configuration.maxDelay * 1000) / 1000
+        let order = try setting(scheduling, "ICH_SCHEDULING", configuration.scheduling.rawValue)
+        guard let order = SchedulingOrder(rawValue: order) else {
+            throw ValidationError("scheduling must be study or arrival.")
+        }
+        configuration.scheduling = order
         configuration.threads = try setting(threads, "ICH_THREADS", configuration.threads)
         configuration.stableAge = try setting(stableAge, "ICH_STABLE_AGE", configuration.stableAge)
         configuration.queueHighWater = try setting(queueHighWater, "ICH_QUEUE_HIGH_WATER", configuration.queueHighWater)

@@ -151,6 +151,13 @@ import Testing
                                                 institutionName: "General Hospital"))
     }
 
+    @Test(arguments: [(nil, false), ("STAT", true), ("high", true), ("ROUTINE", false), ("LOW", false)])
+    func requestedProcedurePriorityMakesAnInstanceUrgent(priority: String?, urgent: Bool) throws {
+        var w = DICOMWriter.ct()
+        if let priority { w.string(0x0040, 0x1003, "SH", priority) }
+        #expect(try DICOMDecoder.header(w.bytes()).urgent == urgent)
+    }
+
     static let unsupported: [(String, Edit, DICOMError)] = [
         ("multi-frame", { $0.string(0x0028, 0x0008, "IS", "2") }, .multiFrame(frames: 2)),
         ("RGB", { $0.us(0x0028, 0x0002, 3); $0.string(0x0028, 0x0004, "CS", "RGB") },

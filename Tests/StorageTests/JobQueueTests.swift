@@ -126,6 +126,16 @@ func instance(_ sop: String, study: String = "1.2.3", number: Int? = nil, z: Dou
         #expect(try db.sync { try JobQueue.queuedCount($0) } == 0)
     }
 
+    /// One STAT instance makes its study urgent, for its queued jobs too, and a restart resumes them as urgent.
+    @Test func urgencyBelongsToTheStudyAndIsResumed() throws {
+        let (db, _) = try makeDatabase()
+        var stat = instance("2.2", study: "2")
+        stat.urgent = true
+        _ = try db.write { try JobQueue.enqueue($0, [instance("1.1", study: "1"), instance("2.1", study: "2"), stat]) }
+        let queued = try db.sync { try JobQueue.queued($0) }
+        #expect(queued.map { "\($0.sopInstanceUID):\($0.urgent)" } == ["1.1:false", "2.1:true", "2.2:true"])
+    }
+
     @Test func committedJobsSurviveReopening() throws {
         let (db, directory) = try makeDatabase()
         _ = try db.write { try JobQueue.enqueue($0, [instance("1.1"), instance("1.2")]) }

@@ -264,3 +264,41 @@ def test_orthanc_pushes_a_whole_study_by_stow_rs(server, studies, tmp_path):
     result = server.client(server.tokens["read"]).wait_complete(study.uid)
     assert_roles_match(result, study)
     assert result["counts"]["received"] == len(study.all_files) and result["counts"]["failed"] == 0
+
+
+# --------------------------------------------------------------------------
+# An operator's rules file
+
+
+def test_a_rules_file_replaces_the_default_rules(studies, tmp_path):
+    """docs/SERIES_RULES.md's example: thin series are skipped as `thin`, the rest as by default."""
+    rules = json.loads((REPO_ROOT / "docs" / "series-rules.json").read_text())
+    rules["name"] = "5 mm only"
+    rules["rules"].insert(-1, {"name": "thin", "when": {"sliceThickness": {"max": 3.9}}, "skip": "thin"})
+    (tmp_path / "rules.json").write_text(json.dumps(rules))
+    study = studies[2]
+    with service.Server(tmp_path / "data", service.test_bundle(), args=[
+            "--threads", "2", "--stable-age", "1", "--series-rules", str(tmp_path / "rules.json")]) as srv:
+        srv.tokens = {scope: srv.token(scope) for scope in ("ingest", "read")}
+        stow_all(srv, study.of_kind("brain", "thin"))
+        result = srv.client(srv.tokens["read"]).wait_complete(study.uid)
+    kinds = {uid: row["kind"] for uid, row in study.series.items()}
+    assert {kinds[s["seriesInstanceUID"]]: (s["role"], s["reason"]) for s in result["series"]} == {
+        "brain": ("primary", None), "thin": ("skipped", "thin")}
+
+
+@pytest.mark.parametrize("setting, message", [
+    (["--series-rules", "RULES"], "rule 1 ('scout'): unknown condition 'imagetype'"),
+    (["--series-rules", "MISSING"], "the file cannot be read"),
+    (["--scheduling", "fastest"], "scheduling must be study or arrival"),
+])
+def test_bad_settings_stop_the_start_with_a_clear_message(tmp_path, setting, message):
+    (tmp_path / "rules.json").write_text(json.dumps({"rules": [
+        {"name": "scout", "when": {"imagetype": ["LOCALIZER"]}, "skip": "localizer"}]}))
+    paths = {"RULES": str(tmp_path / "rules.json"), "MISSING": str(tmp_path / "absent.json")}
+    command = [str(service.server_binary()), "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+               "--model", str(service.test_bundle())] + [paths.get(value, value) for value in setting]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "listening on" not in result.stdout
