@@ -37,13 +37,13 @@ public enum Auth {
 
     static let challenge = [("WWW-Authenticate", "Bearer realm=\"ich-triage\"")]
 
-    /// The principal for the request's token, or the 401/403 problem. Blocks
-    /// on the token lookup: it runs in the HTTP layer's head check, on the
-    /// connection's queue, once per request.
-    static func authorize(_ headers: HTTPHeaders, needs scope: Scope, tokens db: DatabaseQueue) throws(Problem) -> Principal {
+    /// The principal for the request's token, or the 401/403 problem. It runs in
+    /// the HTTP layer's head check, on the connection's queue, once per request:
+    /// the tokens are in memory (`TokenCache`), read again only now and then.
+    static func authorize(_ headers: HTTPHeaders, needs scope: Scope, tokens: TokenCache) throws(Problem) -> Principal {
         let presented = try presentedHash(headers)
         do {
-            return try grant(try db.sync { try TokenStore.find($0, hash: presented) }, presented: presented, needs: scope)
+            return try grant(try tokens.find(presented), presented: presented, needs: scope)
         } catch let problem as Problem {
             throw problem
         } catch {

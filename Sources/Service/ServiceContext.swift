@@ -10,6 +10,7 @@ final class ServiceContext: Sendable {
     let configuration: ServiceConfiguration
     let reader: DatabaseQueue
     let writer: DatabaseQueue
+    let tokens: TokenCache
     let pipeline: Pipeline
     let metrics: ServiceMetrics
     let logger: Logger
@@ -25,6 +26,7 @@ final class ServiceContext: Sendable {
         self.configuration = configuration
         self.reader = reader
         self.writer = writer
+        self.tokens = TokenCache(db: reader)
         self.pipeline = pipeline
         self.metrics = metrics
         self.logger = logger

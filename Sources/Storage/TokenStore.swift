@@ -1,10 +1,18 @@
 /// API tokens are kept only as SHA-256 hashes (computed by the caller); the
-/// lookup is by hash, and the caller compares the stored hash in constant time.
+/// service keeps the active ones in memory, looks them up by hash and compares
+/// the stored hash in constant time.
 public struct TokenRecord: Sendable, Equatable {
     public var id: Int
     public var hash: [UInt8]
     public var scope: String
     public var name: String
+
+    public init(id: Int, hash: [UInt8], scope: String, name: String) {
+        self.id = id
+        self.hash = hash
+        self.scope = scope
+        self.name = name
+    }
 }
 
 public enum TokenStore {
@@ -15,9 +23,10 @@ public enum TokenStore {
         return Int(db.lastInsertRowID)
     }
 
-    public static func find(_ db: Connection, hash: [UInt8]) throws(StorageError) -> TokenRecord? {
-        try db.statement("SELECT id, hash, scope, name FROM tokens WHERE hash = ? AND revoked_at IS NULL")
-            .first([.blob(hash)]) { TokenRecord(id: $0.int(0), hash: $0.blob(1), scope: $0.text(2), name: $0.text(3)) }
+    /// Every token not revoked: what the service keeps in memory.
+    public static func active(_ db: Connection) throws(StorageError) -> [TokenRecord] {
+        try db.statement("SELECT id, hash, scope, name FROM tokens WHERE revoked_at IS NULL ORDER BY id")
+            .rows { TokenRecord(id: $0.int(0), hash: $0.blob(1), scope: $0.text(2), name: $0.text(3)) }
     }
 
     public static func count(_ db: Connection) throws(StorageError) -> Int {

@@ -3,12 +3,13 @@ import Testing
 @testable import Storage
 
 @Suite struct TokenStoreTests {
-    @Test func tokensAreFoundByHashOnly() throws {
+    @Test func activeTokensLeaveOutRevokedOnes() throws {
         let (db, _) = try makeDatabase()
         let hash = [UInt8](repeating: 7, count: 32)
         let id = try db.write { try TokenStore.insert($0, hash: hash, scope: "read", name: "viewer", at: 1) }
-        #expect(try db.sync { try TokenStore.find($0, hash: hash) } == TokenRecord(id: id, hash: hash, scope: "read", name: "viewer"))
-        #expect(try db.sync { try TokenStore.find($0, hash: [UInt8](repeating: 8, count: 32)) } == nil)
+        let revoked = try db.write { try TokenStore.insert($0, hash: [UInt8](repeating: 8, count: 32), scope: "admin", name: "old", at: 1) }
+        try db.write { try $0.statement("UPDATE tokens SET revoked_at = 2 WHERE id = ?").run([.int(revoked)]) }
+        #expect(try db.sync { try TokenStore.active($0) } == [TokenRecord(id: id, hash: hash, scope: "read", name: "viewer")])
         #expect(try db.sync { try TokenStore.count($0) } == 1)
     }
 

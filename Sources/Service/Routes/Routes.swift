@@ -45,7 +45,7 @@ enum Routes {
                 var principal: Principal?
                 if let scope = route.scope {
                     try context.checkAuthThrottle(address)
-                    principal = try Auth.authorize(head.headers, needs: scope, tokens: context.reader)
+                    principal = try Auth.authorize(head.headers, needs: scope, tokens: context.tokens)
                 }
                 if route.ingest { try checkQueue(context) }
                 return .admit(principal)
