@@ -69,7 +69,7 @@ public final class TriageService: Sendable {
                 context.metrics.error(error.type)
                 return error.problem.response
             },
-            handler: { request in await Routes.handle(request, router: router, context: context) })
+            handler: { request in await Routes.handle(request, context: context) })
         let port = try http.start()
         server.withLock { $0 = http }
         context.logger.info("listening", metadata: ["port": "\(port)", "model": "\(context.manifest.name)@\(context.manifest.version)"])

@@ -28,10 +28,19 @@ enum Routes {
         return router
     }()
 
+    /// What the head check decided for an admitted request: its route, path
+    /// parameters and caller. `handle` acts on it and does not match or authenticate again.
+    struct Admission: Sendable {
+        var route: Route
+        var parameters: [String: String]
+        var template: String
+        var principal: Principal?
+    }
+
     /// Runs when a request head is complete, before its body is read: a
-    /// request that will be refused (unknown route, bad token, full queue) is
-    /// answered without receiving a body that may be hundreds of megabytes.
-    /// An admitted request carries its `Principal` to `handle`, so the token is looked up once.
+    /// request that will be refused (unknown route, malformed UID in the path,
+    /// bad token, full queue) is answered without receiving a body that may be
+    /// hundreds of megabytes. The route is matched and the token looked up here only.
     static func check(_ head: HTTPRequestHead, from address: String, router: Router<Route>, context: ServiceContext) -> HeadDecision {
         let problem: Problem
         let template: String
@@ -40,15 +49,19 @@ enum Routes {
             (problem, template) = (Problem(404, "not-found", "No such endpoint; see openapi.yaml."), "unmatched")
         case .methodNotAllowed(let allowed, let t):
             (problem, template) = (methodNotAllowed(allowed), t)
-        case .found(let route, _, let t):
+        case .found(let route, let parameters, let t):
             do throws(Problem) {
                 var principal: Principal?
                 if let scope = route.scope {
                     try context.checkAuthThrottle(address)
                     principal = try Auth.authorize(head.headers, needs: scope, tokens: context.tokens)
                 }
+                // A malformed UID in the path is answered without echoing it (it may be anything, PHI included).
+                for (name, value) in parameters where !UID.isValid(value) {
+                    throw Problem(400, "invalid-parameter", "The \(name == "sop" ? "SOP Instance" : "Study Instance") UID in the path is not a valid identifier (1 to 64 characters of 0-9, A-Z, a-z, dot, underscore and hyphen).")
+                }
                 if route.ingest { try checkQueue(context) }
-                return .admit(principal)
+                return .admit(Admission(route: route, parameters: parameters, template: t, principal: principal))
             } catch {
                 if error.status == 401 { context.recordAuthFailure(address) }
                 (problem, template) = (error, t)
@@ -73,35 +86,22 @@ enum Routes {
         }
     }
 
-    static func handle(_ request: HTTPRequest, router: Router<Route>, context: ServiceContext) async -> HTTPResponse {
+    /// Runs the admitted request's handler. The queue is checked again: it may have filled while a large body arrived.
+    static func handle(_ request: HTTPRequest, context: ServiceContext) async -> HTTPResponse {
         let start = ContinuousClock.now
         var template = "unmatched"
         var response: HTTPResponse
         do {
-            switch router.match(method: request.method, path: request.path) {
-            case .notFound:
-                throw Problem(404, "not-found", "No such endpoint; see openapi.yaml.")
-            case .methodNotAllowed(let allowed, let t):
-                template = t
-                throw methodNotAllowed(allowed)
-            case .found(let route, let parameters, let t):
-                template = t
-                // A malformed UID in the path is answered without echoing it (it may be anything, PHI included).
-                for (name, value) in parameters where !UID.isValid(value) {
-                    throw Problem(400, "invalid-parameter", "The \(name == "sop" ? "SOP Instance" : "Study Instance") UID in the path is not a valid identifier (1 to 64 characters of 0-9, A-Z, a-z, dot, underscore and hyphen).")
-                }
-                var request = request
-                request.pathParameters = parameters
-                request.routeTemplate = t
-                // `check` authenticated the request before its body was read; without its principal, refuse.
-                let principal = request.head.admission as? Principal
-                guard route.scope == nil || principal != nil else {
-                    context.logger.critical("a scoped request reached its handler without the head check", metadata: ["route": "\(t)"])
-                    throw Problem.internalError
-                }
-                if route.ingest { try checkQueue(context) }
-                response = try await route.handler(request, context, principal)
+            guard let admission = request.head.admission as? Admission else {
+                context.logger.critical("a request reached its handler without the head check")
+                throw Problem.internalError
             }
+            template = admission.template
+            var request = request
+            request.pathParameters = admission.parameters
+            request.routeTemplate = admission.template
+            if admission.route.ingest { try checkQueue(context) }
+            response = try await admission.route.handler(request, context, admission.principal)
         } catch let problem as Problem {
             context.metrics.error(problem.slug)
             response = problem.response
