@@ -71,13 +71,15 @@ let package = Package(
             ]
         ),
 
-        .testTarget(name: "DICOMTests", dependencies: ["DICOM"]),
+        // Part-10 files written byte by byte for the tests, independent of DCMTK.
+        .target(name: "DICOMTestSupport", path: "Tests/Support/DICOMTestSupport"),
+        .testTarget(name: "DICOMTests", dependencies: ["DICOM", "DICOMTestSupport"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "DICOM"]),
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "NeuralNet", "Imaging", "DICOM"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
-        .testTarget(name: "ServiceTests", dependencies: ["Service", "HTTP", "Storage", "DICOM", "Inference"]),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "HTTP", "Storage", "DICOM", "Inference", "DICOMTestSupport"]),
         .testTarget(name: "ichctlTests", dependencies: ["ichctl", "HTTPClient"]),
     ],
     cxxLanguageStandard: .cxx17

@@ -16,7 +16,7 @@ struct IngestItem {
 /// Upload → spool + job row → batcher → forward pass → results, and the
 /// resumption of queued jobs after a restart.
 final class Pipeline: @unchecked Sendable {
-    // @unchecked: `classifier` is written once under `lock` before the batcher
+    // @unchecked: `classify` is written once under `lock` before the batcher
     // starts; everything else is immutable or thread-safe.
     let writer: DatabaseQueue
     let spool: Spool
@@ -27,10 +27,11 @@ final class Pipeline: @unchecked Sendable {
     let labels: [String]
     let thresholds: [Double]
     let batchPolicy: BatchPolicy
+    let clock: WallClock
     private(set) var batcher: Batcher<Job>!
-    /// Guards `classifier`, `stopping` and `unsure`; signalled on stop, so that a retry wait ends at once.
+    /// Guards `classify`, `stopping` and `unsure`; signalled on stop, so that a retry wait ends at once.
     private let lock = NSCondition()
-    private var classifier: Classifier?
+    private var classify: Classify?
     private var stopping = false
     /// Spool files of uploads refused after an I/O error in their commit (see `ingest`), kept until a batch's
     /// results commit (on the batcher's thread, not an upload's): from then on the failed transaction can no
@@ -38,7 +39,7 @@ final class Pipeline: @unchecked Sendable {
     private var unsure: [String] = []
 
     init(writer: DatabaseQueue, spool: Spool, metrics: ServiceMetrics, logger: Logger, modelID: String, rules: SeriesRules,
-         labels: [String], thresholds: [Double], policy: BatchPolicy, scheduling: SchedulingPolicy) {
+         labels: [String], thresholds: [Double], policy: BatchPolicy, scheduling: SchedulingPolicy, clock: WallClock) {
         self.writer = writer
         self.spool = spool
         self.metrics = metrics
@@ -48,6 +49,7 @@ final class Pipeline: @unchecked Sendable {
         self.labels = labels
         self.thresholds = thresholds
         self.batchPolicy = policy
+        self.clock = clock
         batcher = Batcher(policy: policy, scheduling: scheduling, study: { ($0.studyInstanceUID, $0.urgent) }) {
             [unowned self] jobs in process(jobs)
         }
@@ -70,9 +72,13 @@ final class Pipeline: @unchecked Sendable {
         metrics.queueDepth.set(Double(batcher.depth))
     }
 
-    /// Starts inference once the classifier is loaded; uploads queued meanwhile wait in the batcher.
-    func start(classifier: Classifier) {
-        lock.withLock { self.classifier = classifier }
+    /// Slices in, each slice's probabilities out (in the manifest's label order), on the batcher's thread:
+    /// `Classifier.classify` in the service, a stand-in in the tests of everything around the forward pass.
+    typealias Classify = ([CTSlice]) throws -> [[Float]]
+
+    /// Starts inference once the model is loaded; uploads queued meanwhile wait in the batcher.
+    func start(classify: @escaping Classify) {
+        lock.withLock { self.classify = classify }
         batcher.start()
     }
 
@@ -92,7 +98,7 @@ final class Pipeline: @unchecked Sendable {
     /// this returns is anything acknowledged.
     func ingest(_ items: [IngestItem]) throws -> [Bool] {
         guard !items.isEmpty else { return [] }
-        let now = Date().timeIntervalSince1970
+        let now = clock.now()
         var records: [NewInstance] = []
         var written: [String] = []
         do {
@@ -172,7 +178,7 @@ final class Pipeline: @unchecked Sendable {
     /// One batch on the batcher's thread: decode the spooled files, one forward
     /// pass, results and job completion in one transaction, then drop the files.
     private func process(_ jobs: [Job]) {
-        guard let classifier = lock.withLock({ classifier }) else { return }
+        guard let classify = lock.withLock({ classify }) else { return }
         let start = ContinuousClock.now
         var outcomes: [Outcome] = []
         var slices: [CTSlice] = []
@@ -203,7 +209,7 @@ final class Pipeline: @unchecked Sendable {
             DispatchQueue.global().asyncAfter(deadline: .now() + 1) { [self, unreadable] in batcher.submit(unreadable) }
         }
         do {
-            let probabilities = try classifier.classify(slices)
+            let probabilities = try classify(slices)
             outcomes += zip(sliceJobs, probabilities).map { ($0.sopInstanceUID, $0.spoolName, .done(probabilities: $1)) }
         } catch {
             let type = (error as? NeuralNetError)?.type ?? "inference-error"
@@ -248,40 +254,39 @@ final class Pipeline: @unchecked Sendable {
         }
     }
 
-    /// Commits a batch's outcomes, retrying until it works (a full disk or a
-    /// locked database clears when an operator acts; giving up would leave the
-    /// jobs queued until a restart) or until shutdown, after which the jobs stay
+    /// Commits a batch's outcomes, retrying as `CommitRetry` says (giving up would
+    /// leave the jobs queued until a restart) until shutdown, after which the jobs stay
     /// queued with their spool files and run again on the next start (nil).
     /// Returns per outcome whether it was recorded (not for a deleted study's job).
     private func store(_ outcomes: [Outcome], studies: Set<String>) -> [Bool]? {
-        var attempt = 0
+        var retry = CommitRetry()
         while true {
-            attempt += 1
             do {
-                let time = Date().timeIntervalSince1970
+                let time = clock.now()
                 let recorded = try writer.write { db in
                     let recorded = try JobQueue.complete(db, outcomes, model: modelID, at: time)
                     try summarize(db, studies: studies)
                     return recorded
                 }
                 removeUnsureFiles()
-                if attempt > 1 { logger.notice("results stored after retrying", metadata: ["attempts": "\(attempt)"]) }
+                if retry.failures > 0 { logger.notice("results stored after retrying", metadata: ["attempts": "\(retry.failures + 1)"]) }
                 return recorded
             } catch {
                 metrics.error("database")
-                if attempt == 1 || attempt.isMultiple(of: 20) {
-                    logger.error("storing results failed; retrying", metadata: ["attempt": "\(attempt)", "error": "\(loggable(error))"])
+                let (delay, log) = retry.failed()
+                if log {
+                    logger.error("storing results failed; retrying", metadata: ["attempt": "\(retry.failures)", "error": "\(loggable(error))"])
                 }
-            }
-            let deadline = Date().addingTimeInterval(min(2.0, 0.1 * Double(attempt)))
-            let stopped = lock.withLock {
-                while !stopping && lock.wait(until: deadline) {}
-                return stopping
-            }
-            if stopped {
-                logger.warning("results not stored before shutdown; the jobs stay queued for the next start",
-                               metadata: ["jobs": "\(outcomes.count)"])
-                return nil
+                let deadline = Date().addingTimeInterval(delay)
+                let stopped = lock.withLock {
+                    while !stopping && lock.wait(until: deadline) {}
+                    return stopping
+                }
+                if stopped {
+                    logger.warning("results not stored before shutdown; the jobs stay queued for the next start",
+                                   metadata: ["jobs": "\(outcomes.count)"])
+                    return nil
+                }
             }
         }
     }

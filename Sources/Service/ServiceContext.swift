@@ -17,12 +17,13 @@ final class ServiceContext: Sendable {
     let manifest: Manifest
     let rules: SeriesRules
     let model: JSONValue
+    let clock: WallClock
     private let warmedUp = Mutex(false)
     private let stopping = Mutex(false)
     private let authThrottle: Mutex<AuthThrottle>
 
     init(configuration: ServiceConfiguration, reader: DatabaseQueue, writer: DatabaseQueue, pipeline: Pipeline,
-         metrics: ServiceMetrics, logger: Logger, manifest: Manifest, rules: SeriesRules) {
+         metrics: ServiceMetrics, logger: Logger, manifest: Manifest, rules: SeriesRules, clock: WallClock) {
         self.configuration = configuration
         self.reader = reader
         self.writer = writer
@@ -33,19 +34,20 @@ final class ServiceContext: Sendable {
         self.manifest = manifest
         self.rules = rules
         self.model = Representation.model(manifest)
+        self.clock = clock
         self.authThrottle = Mutex(AuthThrottle(limit: configuration.authFailureLimit, window: configuration.authFailureWindow))
     }
 
     /// Refuses an address that failed to authenticate too often lately.
     func checkAuthThrottle(_ address: String) throws(Problem) {
-        let now = Date().timeIntervalSince1970
+        let now = clock.now()
         guard let wait = authThrottle.withLock({ $0.retryAfter(address, now: now) }) else { return }
         throw Problem(429, "too-many-auth-failures", "Too many failed authentications from this address; retry later.",
                       headers: [("Retry-After", String(Int(wait.rounded(.up))))])
     }
 
     func recordAuthFailure(_ address: String) {
-        let now = Date().timeIntervalSince1970
+        let now = clock.now()
         let blocked = authThrottle.withLock { throttle in
             throttle.recordFailure(address, now: now)
             return throttle.retryAfter(address, now: now) != nil
@@ -69,7 +71,7 @@ final class ServiceContext: Sendable {
 
     /// Records a read of patient results; a failed audit write fails the read.
     func audit(_ principal: Principal, _ action: String, study: String?, instance: String? = nil) async throws(Problem) {
-        let time = Date().timeIntervalSince1970
+        let time = clock.now()
         do {
             try await writer.transaction {
                 try AuditLog.record($0, tokenID: principal.tokenID, action: action, study: study, instance: instance, at: time)

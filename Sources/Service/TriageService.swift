@@ -16,7 +16,11 @@ public final class TriageService: Sendable {
     private let server: Mutex<HTTPServer?> = Mutex(nil)
     private let modelLoad = Mutex<Result<Void, ServiceError>?>(nil)
 
-    public init(configuration: ServiceConfiguration, logger: Logger) throws {
+    public convenience init(configuration: ServiceConfiguration, logger: Logger) throws {
+        try self.init(configuration: configuration, logger: logger, clock: .system)
+    }
+
+    init(configuration: ServiceConfiguration, logger: Logger, clock: WallClock) throws {
         if let problem = configuration.webhooks.problem() { throw ServiceError.configuration(problem) }
         try makeDirectory(configuration.dataDirectory)
         try makeDirectory(configuration.bodyDirectory)
@@ -48,11 +52,11 @@ public final class TriageService: Sendable {
             writer: writer, spool: try Spool(directory: configuration.spoolDirectory), metrics: metrics, logger: logger,
             modelID: "\(manifest.name)@\(manifest.version)", rules: rules, labels: manifest.labels,
             thresholds: manifest.thresholds, policy: BatchPolicy(maxBatch: configuration.maxBatch, maxDelay: configuration.maxDelay),
-            scheduling: SchedulingPolicy(order: configuration.scheduling))
+            scheduling: SchedulingPolicy(order: configuration.scheduling), clock: clock)
         context = ServiceContext(configuration: configuration, reader: reader, writer: writer, pipeline: pipeline,
-                                 metrics: metrics, logger: logger, manifest: manifest, rules: rules)
+                                 metrics: metrics, logger: logger, manifest: manifest, rules: rules, clock: clock)
         notifier = Notifier(writer: writer, configuration: configuration, manifest: manifest, model: context.model, rules: rules,
-                            metrics: metrics, logger: logger)
+                            metrics: metrics, logger: logger, clock: clock)
         router = Routes.table
     }
 
@@ -85,7 +89,7 @@ public final class TriageService: Sendable {
         do {
             let classifier = try Classifier(bundle: configuration.modelDirectory, capacity: configuration.maxBatch, threads: configuration.threads)
             try classifier.warmUp()
-            context.pipeline.start(classifier: classifier)
+            context.pipeline.start(classify: classifier.classify)
             context.modelReady = true
             context.metrics.ready.set(1.0)
             modelLoad.withLock { $0 = .success(()) }

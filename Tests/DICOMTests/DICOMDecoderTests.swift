@@ -1,4 +1,5 @@
 import DICOM
+import DICOMTestSupport
 import Testing
 
 @Suite struct DICOMDecoderTests {

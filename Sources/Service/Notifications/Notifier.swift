@@ -19,6 +19,7 @@ final class Notifier: Sendable {
     private let rules: SeriesRules
     private let metrics: ServiceMetrics
     private let logger: Logger
+    private let clock: WallClock
     private let settleQueue = DispatchQueue(label: "ich-notifier-settle")
     private let deliveryQueue = DispatchQueue(label: "ich-notifier-delivery")
     private let stopped = Atomic<Bool>(false)
@@ -27,8 +28,9 @@ final class Notifier: Sendable {
     private let deliveryFailures = Atomic<Int>(0)
 
     init(writer: DatabaseQueue, configuration: ServiceConfiguration, manifest: Manifest, model: JSONValue, rules: SeriesRules,
-         metrics: ServiceMetrics, logger: Logger) {
+         metrics: ServiceMetrics, logger: Logger, clock: WallClock) {
         self.rules = rules
+        self.clock = clock
         self.writer = writer
         self.configuration = configuration
         self.manifest = manifest
@@ -67,7 +69,7 @@ final class Notifier: Sendable {
     /// and one with nothing the model could assess, gets a notification per
     /// webhook URL, committed with its settling.
     func settleCompletedStudies() {
-        let now = Date().timeIntervalSince1970
+        let now = clock.now()
         let cutoff = now - configuration.stableAge
         do {
             // Most looks find nothing: check before taking a write transaction.
@@ -115,13 +117,13 @@ final class Notifier: Sendable {
     /// Attempts every due notification once, oldest first.
     func deliverDue() {
         do {
-            let due = try writer.sync { try Outbox.due($0, at: Date().timeIntervalSince1970, limit: 50) }
+            let due = try writer.sync { try Outbox.due($0, at: clock.now(), limit: 50) }
             for notification in due {
                 if stopped.load(ordering: .relaxed) { break }
                 let attempt = deliver(notification)
                 try writer.write {
                     try Outbox.record($0, id: notification.id, outcome: attempt.outcome, status: attempt.status,
-                                      error: attempt.error, at: Date().timeIntervalSince1970)
+                                      error: attempt.error, at: clock.now())
                 }
             }
             metrics.notificationsPending.set(Double(try writer.sync { try Outbox.pendingCount($0) }))
@@ -181,6 +183,6 @@ final class Notifier: Sendable {
         }
         metrics.notifications("retry", count: 1)
         logger.warning("webhook delivery failed; will retry", metadata: metadata.merging(["in_seconds": "\(Int(delay))"]) { a, _ in a })
-        return Attempt(outcome: .retry(at: Date().timeIntervalSince1970 + delay), status: status, error: failure)
+        return Attempt(outcome: .retry(at: clock.now() + delay), status: status, error: failure)
     }
 }

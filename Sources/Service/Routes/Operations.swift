@@ -15,7 +15,7 @@ enum OperationRoutes {
         let model = context.modelReady
         // A committed write: a database that only fails its writes (full, read-only, EIO on the WAL or its sync)
         // still begins and rolls back transactions.
-        let now = Date().timeIntervalSince1970
+        let now = context.clock.now()
         let database = (try? await context.writer.transaction { try ReadinessProbe.write($0, at: now) }) != nil
         let storage = StorageProbe.acceptsWrites(context.configuration.dataDirectory)
         let queue = context.pipeline.depth < context.configuration.queueHighWater

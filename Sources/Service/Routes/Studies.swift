@@ -21,7 +21,7 @@ enum StudyRoutes {
         try await context.audit(principal, "read-study", study: uid)
         let deadline = ContinuousClock.now + .milliseconds(Int(wait * 1000))
         while true {
-            let now = Date().timeIntervalSince1970
+            let now = context.clock.now()
             let (study, view) = try await context.read { db in
                 (try ResultStore.study(db, uid), try context.studyView(db, uid))
             }
@@ -86,7 +86,7 @@ enum StudyRoutes {
         let next: JSONValue = studies.count > limit ? page.last.map {
             .string(encodeCursor(ResultStore.Cursor(anyMaximum: $0.maxima.map { Double($0[0]) } ?? -1, studyInstanceUID: $0.studyInstanceUID)))
         } ?? .null : .null
-        let now = Date().timeIntervalSince1970
+        let now = context.clock.now()
         let body = JSONValue.object([
             ("studies", .array(page.map {
                 Representation.summary($0, manifest: context.manifest, now: now, stableAge: context.configuration.stableAge)
@@ -119,7 +119,7 @@ enum StudyRoutes {
             spoolFiles = try await context.writer.transaction { db in
                 let files = try JobQueue.deleteStudy(db, uid)
                 if files != nil {
-                    try AuditLog.record(db, tokenID: principal.tokenID, action: "delete-study", study: uid, at: Date().timeIntervalSince1970)
+                    try AuditLog.record(db, tokenID: principal.tokenID, action: "delete-study", study: uid, at: context.clock.now())
                 }
                 return files
             }

@@ -1,33 +1,35 @@
 /// Builds small Part-10 files (explicit VR little endian) byte by byte, so the
 /// decoder's tests do not depend on the decoder's own library to make input.
-struct DICOMWriter {
-    private(set) var elements: [(group: UInt16, element: UInt16, vr: String, value: [UInt8])] = []
+public struct DICOMWriter {
+    public init() {}
 
-    mutating func string(_ group: UInt16, _ element: UInt16, _ vr: String, _ text: String) {
+    public private(set) var elements: [(group: UInt16, element: UInt16, vr: String, value: [UInt8])] = []
+
+    public mutating func string(_ group: UInt16, _ element: UInt16, _ vr: String, _ text: String) {
         var bytes = Array(text.utf8)
         if bytes.count % 2 == 1 { bytes.append(vr == "UI" ? 0 : UInt8(ascii: " ")) }
         set(group, element, vr, bytes)
     }
 
-    mutating func us(_ group: UInt16, _ element: UInt16, _ value: UInt16) {
+    public mutating func us(_ group: UInt16, _ element: UInt16, _ value: UInt16) {
         set(group, element, "US", [UInt8(value & 0xFF), UInt8(value >> 8)])
     }
 
-    mutating func pixels16(_ values: [UInt16]) {
+    public mutating func pixels16(_ values: [UInt16]) {
         set(0x7FE0, 0x0010, "OW", values.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] })
     }
 
-    mutating func set(_ group: UInt16, _ element: UInt16, _ vr: String, _ value: [UInt8]) {
+    public mutating func set(_ group: UInt16, _ element: UInt16, _ vr: String, _ value: [UInt8]) {
         remove(group, element)
         elements.append((group, element, vr, value))
     }
 
-    mutating func remove(_ group: UInt16, _ element: UInt16) {
+    public mutating func remove(_ group: UInt16, _ element: UInt16) {
         elements.removeAll { $0.group == group && $0.element == element }
     }
 
     /// Preamble, "DICM", a minimal meta group and the data set, tags in ascending order.
-    func bytes(preamble: Bool = true) -> [UInt8] {
+    public func bytes(preamble: Bool = true) -> [UInt8] {
         var meta: [UInt8] = []
         append(&meta, 0x0002, 0x0001, "OB", [0, 1])
         append(&meta, 0x0002, 0x0010, "UI", Array("1.2.840.10008.1.2.1\0".utf8))
@@ -57,7 +59,7 @@ struct DICOMWriter {
     private func le32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8((v >> (8 * $0)) & 0xFF) } }
 
     /// A 4x3 signed 16-bit CT slice with valid UIDs and common attributes.
-    static func ct(rows: UInt16 = 3, columns: UInt16 = 4, values: [Int16]? = nil) -> DICOMWriter {
+    public static func ct(rows: UInt16 = 3, columns: UInt16 = 4, values: [Int16]? = nil) -> DICOMWriter {
         var w = DICOMWriter()
         w.string(0x0008, 0x0016, "UI", "1.2.840.10008.5.1.4.1.1.2")
         w.string(0x0008, 0x0018, "UI", "1.2.3.4.5.3")
