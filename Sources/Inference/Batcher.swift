@@ -48,6 +48,12 @@ public final class Batcher<Item: Sendable>: @unchecked Sendable {
         condition.unlock()
     }
 
+    public func setUrgent(_ urgent: Bool, study: String) {
+        condition.lock()
+        queue.setUrgent(urgent, study: study)
+        condition.unlock()
+    }
+
     public func start() {
         let thread = Thread { [self] in loop() }
         thread.name = "ich-batcher"

@@ -71,6 +71,12 @@ public struct StudyQueue<Item> {
         }
     }
 
+    /// Makes the study's waiting items urgent or not (an operator's override); later items of the
+    /// study bring their own flag. No effect under `.arrival`, which has no studies.
+    public mutating func setUrgent(_ urgent: Bool, study: String) {
+        studies[study]?.urgent = urgent
+    }
+
     /// Removes and returns up to `limit` items: under `.study`, all from the best
     /// study, then from the next best while the batch has room.
     public mutating func take(_ limit: Int, now: Double) -> [Item] {

@@ -112,10 +112,12 @@ final class Pipeline: @unchecked Sendable {
                 records.append(record(item, spoolName: name, receivedAt: now))
             }
             if !written.isEmpty { try spool.syncDirectory() }
-            let inserted = try writer.write { db in
+            let (inserted, urgent) = try writer.write { db in
                 let inserted = try JobQueue.enqueue(db, records)
-                try summarize(db, studies: Set(zip(records, inserted).filter(\.1).map(\.0.studyInstanceUID)))
-                return inserted
+                let studies = Set(zip(records, inserted).filter(\.1).map(\.0.studyInstanceUID))
+                try summarize(db, studies: studies)
+                // Urgency is the study's (its headers or an operator's override), not the instance's.
+                return (inserted, try studies.filter { try ResultStore.study(db, $0)?.urgent ?? false })
             }
             var jobs: [Job] = []
             var skipped: [String: Int] = [:]
@@ -123,7 +125,7 @@ final class Pipeline: @unchecked Sendable {
                 if let spoolName = record.spoolName {
                     if isNew {
                         jobs.append(Job(sopInstanceUID: record.sopInstanceUID, studyInstanceUID: record.studyInstanceUID,
-                                        spoolName: spoolName, receivedAt: now, urgent: record.urgent))
+                                        spoolName: spoolName, receivedAt: now, urgent: urgent.contains(record.studyInstanceUID)))
                     } else {
                         spool.remove(spoolName)
                     }
@@ -146,6 +148,17 @@ final class Pipeline: @unchecked Sendable {
             }
             throw error
         }
+    }
+
+    /// An operator's override of a study's priority, for its queued jobs and later ones; false if there is no such study.
+    func prioritize(study: String, urgent: Bool, audit: (Storage.Connection) throws -> Void) throws -> Bool {
+        let found = try writer.write { db in
+            let found = try JobQueue.prioritize(db, study: study, urgent: urgent)
+            if found { try audit(db) }
+            return found
+        }
+        if found { batcher.setUrgent(urgent, study: study) }
+        return found
     }
 
     private func record(_ item: IngestItem, spoolName: String?, receivedAt: Double) -> NewInstance {

@@ -105,6 +105,7 @@ enum Representation {
             ("assessable", .bool(view.assessable)),
             ("notAssessableReason", .string(view.notAssessableReason)),
             ("primarySeriesInstanceUID", .string(view.primary?.record.seriesInstanceUID)),
+            ("urgent", .bool(study.urgent)),
         ] + details(study) + [
             ("counts", counts(study)),
             ("firstReceivedAt", time(study.firstReceivedAt)), ("lastReceivedAt", time(study.lastReceivedAt)),
@@ -145,6 +146,7 @@ enum Representation {
             ("status", .string(status(study, now: now, stableAge: stableAge).rawValue)),
             ("assessable", .bool(study.assessable ?? false)), ("notAssessableReason", .string(study.notAssessableReason)),
             ("primarySeriesInstanceUID", .string(study.primarySeriesUID)),
+            ("urgent", .bool(study.urgent)),
         ] + details(study) + [
             ("anyProbability", .float(study.maxima?[0])), ("positive", .bool(positive)),
             ("positiveLabels", .array(positiveLabels.map { .string($0) })), ("counts", counts(study)),

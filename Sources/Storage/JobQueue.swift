@@ -78,6 +78,13 @@ public enum JobQueue {
     }
 
     /// Jobs still waiting, oldest first, with their study's urgency: what a restart resumes.
+    /// An operator's priority for a study: its queued and later jobs are served first (true) or by
+    /// size like any other (false; a later STAT instance makes it urgent again). False if no such study.
+    public static func prioritize(_ db: Connection, study uid: String, urgent: Bool) throws(StorageError) -> Bool {
+        try db.statement("UPDATE studies SET urgent = ? WHERE study_instance_uid = ?").run([.int(urgent ? 1 : 0), .text(uid)])
+        return db.changes == 1
+    }
+
     public static func queued(_ db: Connection, limit: Int = .max) throws(StorageError) -> [Job] {
         try db.statement(
             """

@@ -151,6 +151,8 @@ public struct StudyRecord: Sendable, Equatable {
     public var assessable: Bool?
     public var notAssessableReason: String?
     public var details: StudyDetails
+    /// Served ahead of other studies: a STAT/HIGH priority in its headers, or an operator's override.
+    public var urgent: Bool
 
     /// Instances the model gave an outcome (a result or a failure).
     public var processed: Int { done + failed }

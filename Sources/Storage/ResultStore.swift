@@ -7,7 +7,7 @@ public enum ResultStore {
     static let studyColumns = """
         study_instance_uid, first_received_at, last_received_at, received, done, failed, \(Schema.maximumColumns),
         skipped, primary_series_uid, assessable, not_assessable_reason, accession_number, patient_id, patient_name,
-        study_date, study_time, study_description, institution_name
+        study_date, study_time, study_description, institution_name, urgent
         """
 
     public static func study(_ db: Connection, _ uid: String) throws(StorageError) -> StudyRecord? {
@@ -83,7 +83,8 @@ public enum ResultStore {
             notAssessableReason: row.optionalText(15),
             details: StudyDetails(accessionNumber: row.optionalText(16), patientID: row.optionalText(17),
                                   patientName: row.optionalText(18), studyDate: row.optionalText(19), studyTime: row.optionalText(20),
-                                  studyDescription: row.optionalText(21), institutionName: row.optionalText(22)))
+                                  studyDescription: row.optionalText(21), institutionName: row.optionalText(22)),
+            urgent: row.int(23) != 0)
     }
 
     static func readInstance(_ row: Statement) -> InstanceRecord {

@@ -24,6 +24,29 @@ import Testing
         #expect(roles == ["primary <null>", "skipped localizer", "skipped not-ct"])
     }
 
+    /// A STAT study, and one an operator moved ahead, run before a shorter study that came first.
+    @Test(arguments: [true, false])
+    func urgentStudiesRunFirst(byHeader: Bool) async throws {
+        let harness = try ServiceHarness(maxBatch: 2)
+        defer { harness.close() }
+        let (short, long) = (Slices(), Slices())
+        #expect(try await harness.post(instance: short.instance()).status == 202)
+        let parts = (0..<4).map { long.instance(z: 5 * Double($0), priority: byHeader ? "STAT" : nil) }
+        #expect(try await harness.stow(parts).status == 200)
+        if !byHeader {
+            let response = try await harness.request("PUT", "/v1/studies/\(long.study)/priority", token: .admin,
+                                                     contentType: "application/json", body: Array(#"{"urgent": true}"#.utf8))
+            #expect(response.status == 200)
+        }
+        let model = FakeModel()
+        harness.context.pipeline.start(classify: model.classify)
+        _ = try await harness.study(short.study)
+        let longSOPs = try #require((try await harness.study(long.study)["slices"] as? [[String: Any]])?
+            .compactMap { $0["sopInstanceUID"] as? String })
+        #expect(Set(model.seen.prefix(4)) == Set(longSOPs), "the urgent study's four slices first")
+        #expect(model.seen.count == 5)
+    }
+
     @Test func aFailedForwardPassFailsItsSlicesAndTheNextBatchRuns() async throws {
         let model = FakeModel()
         model.failNext()

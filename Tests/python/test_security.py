@@ -443,7 +443,7 @@ def audit_rows(server) -> list[tuple]:
 
 def test_routes_do_not_write_the_audit_table():
     """The only SQL on `audit` in the whole code base is the INSERT of AuditLog.record, and the
-    routes call it only as a side effect of a read (and of a deletion)."""
+    routes call it only as a side effect of a read (and of a deletion or a priority change)."""
     writes = []
     for path in (REPO_ROOT / "Sources").rglob("*.swift"):
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
@@ -456,7 +456,7 @@ def test_routes_do_not_write_the_audit_table():
             if re.search(r"audit", line, re.I) and not line.strip().startswith("//"):
                 calls.append((path.name, line.strip()))
     actions = sorted(re.search(r'"([a-z-]+)"', line).group(1) for _, line in calls if re.search(r'"[a-z-]+"', line))
-    assert actions == ["delete-study", "read-instance", "read-study", "read-worklist"], calls
+    assert actions == ["delete-study", "prioritize-study", "read-instance", "read-study", "read-worklist"], calls
     assert all("audit" not in path for _, path in ROUTES), "a route path names the audit trail"
 
 

@@ -110,6 +110,35 @@ enum StudyRoutes {
         return ResultStore.Cursor(anyMaximum: value, studyInstanceUID: String(parts[1]))
     }
 
+    // MARK: PUT /v1/studies/{study}/priority
+
+    private struct Priority: Decodable {
+        var urgent: Bool
+    }
+
+    /// An operator moves a study ahead of the queue (a clinician called about it) or back to its turn.
+    static func priority(_ request: HTTPRequest, _ context: ServiceContext, _ principal: Principal) async throws(Problem) -> HTTPResponse {
+        let uid = request.pathParameters["study"] ?? ""
+        guard request.headers["Content-Type"].flatMap(MediaType.init(parsing:))?.type == "application/json" else {
+            throw .unsupportedMediaType("application/json: {\"urgent\": true} or {\"urgent\": false}")
+        }
+        guard request.body.count <= 1024,
+              let priority = try? request.body.withUnsafeBytes({ try JSONDecoder().decode(Priority.self, from: Data($0)) })
+        else { throw Problem(400, "invalid-body", "The body must be {\"urgent\": true} or {\"urgent\": false}.") }
+        let found: Bool
+        do {
+            found = try context.pipeline.prioritize(study: uid, urgent: priority.urgent) { db in
+                try AuditLog.record(db, tokenID: principal.tokenID, action: priority.urgent ? "prioritize-study" : "deprioritize-study",
+                                    study: uid, at: context.clock.now())
+            }
+        } catch {
+            throw .databaseUnavailable("The study's priority cannot be changed")
+        }
+        guard found else { throw .notFound("study") }
+        let body = JSONValue.object([("studyInstanceUID", .string(uid)), ("urgent", .bool(priority.urgent))])
+        return HTTPResponse(status: 200, headers: json, body: body.serialized())
+    }
+
     // MARK: DELETE /v1/studies/{study}
 
     static func delete(_ request: HTTPRequest, _ context: ServiceContext, _ principal: Principal) async throws(Problem) -> HTTPResponse {

@@ -13,7 +13,8 @@ import Testing
     static let protected: [(method: String, target: String, scope: Scope)] = [
         ("POST", "/dicomweb/studies", .ingest), ("POST", "/dicomweb/studies/\(unknown)", .ingest),
         ("POST", "/v1/instances", .ingest), ("GET", "/v1/instances/\(unknown)", .read), ("GET", "/v1/studies", .read),
-        ("GET", "/v1/studies/\(unknown)", .read), ("DELETE", "/v1/studies/\(unknown)", .admin), ("GET", "/metrics", .admin),
+        ("GET", "/v1/studies/\(unknown)", .read), ("DELETE", "/v1/studies/\(unknown)", .admin), ("PUT", "/v1/studies/\(unknown)/priority", .admin),
+        ("GET", "/metrics", .admin),
     ]
 
     @Test func healthAndReadinessAreOpen() async throws {
@@ -78,7 +79,7 @@ import Testing
         defer { harness.close() }
         for (method, target, needed) in Self.protected {
             for scope in [Scope.ingest, .read] where !scope.allows(needed) {
-                let response = try await harness.request(method, target, token: scope, body: method == "POST" ? [] : nil)
+                let response = try await harness.request(method, target, token: scope, body: ["POST", "PUT"].contains(method) ? [] : nil)
                 #expect(response.problem == "403 forbidden", "\(scope) \(method) \(target)")
             }
         }
@@ -89,7 +90,7 @@ import Testing
         defer { harness.close() }
         for (method, target, needed) in Self.protected {
             for scope in Scope.allCases where scope.allows(needed) {
-                let response = try await harness.request(method, target, token: scope, body: method == "POST" ? [] : nil)
+                let response = try await harness.request(method, target, token: scope, body: ["POST", "PUT"].contains(method) ? [] : nil)
                 #expect(![401, 403].contains(response.status), "\(scope) \(method) \(target): \(response)")
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Storage
 import Testing
 
 @testable import Service
@@ -131,6 +132,36 @@ import Testing
             cursor = page["nextCursor"] as? String
         } while cursor != nil && uids.count < 1000
         return uids
+    }
+
+    @Test func anOperatorSetsAStudysPriority() async throws {
+        let harness = try ServiceHarness()
+        defer { harness.close() }
+        let slices = Slices()
+        #expect(try await harness.post(instance: slices.instance()).status == 202)
+        let target = "/v1/studies/\(slices.study)/priority"
+        func put(_ body: String, _ contentType: String = "application/json", token: Scope = .admin) async throws -> Response {
+            try await harness.request("PUT", target, token: token, contentType: contentType, body: Array(body.utf8))
+        }
+        #expect(try await harness.get("/v1/studies/\(slices.study)").object()["urgent"] as? Bool == false)
+        let set = try await put(#"{"urgent": true}"#)
+        #expect(set.status == 200)
+        #expect(try set.object() as NSDictionary == ["studyInstanceUID": slices.study, "urgent": true])
+        #expect(try await harness.get("/v1/studies/\(slices.study)").object()["urgent"] as? Bool == true)
+        let row = try #require((try await harness.get("/v1/studies").object()["studies"] as? [[String: Any]])?.first)
+        #expect(row["urgent"] as? Bool == true)
+        #expect(try await put(#"{"urgent": false}"#).status == 200)
+        #expect(try await harness.get("/v1/studies/\(slices.study)").object()["urgent"] as? Bool == false)
+        for bad in [#"{"urgent": 1}"#, #"{"urgent": "yes"}"#, "{}", "[true]", "urgent"] {
+            #expect(try await put(bad).problem == "400 invalid-body", "\(bad)")
+        }
+        #expect(try await put(#"{"urgent": true}"#, "text/plain").problem == "415 unsupported-media-type")
+        #expect(try await put(#"{"urgent": true}"#, token: .read).problem == "403 forbidden")
+        #expect(try await harness.request("PUT", "/v1/studies/\(Slices.uid())/priority", token: .admin,
+                                          contentType: "application/json", body: Array(#"{"urgent": true}"#.utf8)).problem
+            == "404 study-not-found")
+        let actions = try harness.context.reader.sync { db in try AuditLog.entries(db, study: slices.study).map(\.action) }
+        #expect(actions.filter { $0.hasSuffix("prioritize-study") } == ["prioritize-study", "deprioritize-study"])
     }
 
     @Test func deletionIsForAdminsThenTheStudyIsGone() async throws {
