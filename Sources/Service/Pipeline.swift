@@ -171,7 +171,8 @@ final class Pipeline: @unchecked Sendable {
         }
         return NewInstance(
             sopInstanceUID: h.sopInstanceUID, studyInstanceUID: h.studyInstanceUID, seriesInstanceUID: h.seriesInstanceUID,
-            sopClassUID: h.sopClassUID ?? "", instanceNumber: h.instanceNumber, position: h.position, spoolName: spoolName,
+            sopClassUID: h.sopClassUID ?? "", instanceNumber: h.instanceNumber, position: h.position, normal: h.sliceNormal,
+            spoolName: spoolName,
             skipReason: item.skipReason, receivedAt: receivedAt, urgent: h.urgent,
             series: SeriesDetails(seriesNumber: h.seriesNumber, modality: h.modality, original: original,
                                   kernelClass: rules.kernelClass(h.convolutionKernel), sliceThickness: h.sliceThickness),

@@ -12,8 +12,8 @@ public enum JobQueue {
         let insertInstance = try db.statement(
             """
             INSERT OR IGNORE INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid,
-                instance_number, position, received_at, state, spool_name, skip_reason)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                instance_number, position, received_at, state, spool_name, skip_reason, normal_x, normal_y, normal_z)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         for instance in instances {
             let skipped = instance.skipReason != nil
@@ -22,6 +22,7 @@ public enum JobQueue {
                 .text(instance.sopClassUID), .int(instance.instanceNumber), .double(instance.position),
                 .real(instance.receivedAt), .int((skipped ? InstanceState.skipped : .queued).rawValue),
                 .string(instance.spoolName), .string(instance.skipReason),
+                .double(instance.normal?[0]), .double(instance.normal?[1]), .double(instance.normal?[2]),
             ])
             let isNew = db.changes == 1
             inserted.append(isNew)

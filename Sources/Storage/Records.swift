@@ -59,6 +59,8 @@ public struct NewInstance: Sendable, Equatable {
     public var sopClassUID: String
     public var instanceNumber: Int?
     public var position: Double?
+    /// The slice plane's unit normal, along which `position` is measured.
+    public var normal: [Double]?
     public var spoolName: String?
     public var skipReason: String?
     public var receivedAt: Double
@@ -70,7 +72,8 @@ public struct NewInstance: Sendable, Equatable {
 
     public init(
         sopInstanceUID: String, studyInstanceUID: String, seriesInstanceUID: String, sopClassUID: String,
-        instanceNumber: Int?, position: Double?, spoolName: String?, skipReason: String? = nil, receivedAt: Double,
+        instanceNumber: Int?, position: Double?, normal: [Double]? = nil, spoolName: String?, skipReason: String? = nil,
+        receivedAt: Double,
         urgent: Bool = false, series: SeriesDetails = SeriesDetails(), study: StudyDetails = StudyDetails()
     ) {
         precondition((spoolName == nil) != (skipReason == nil), "an instance is either spooled or skipped")
@@ -80,6 +83,7 @@ public struct NewInstance: Sendable, Equatable {
         self.sopClassUID = sopClassUID
         self.instanceNumber = instanceNumber
         self.position = position
+        self.normal = normal
         self.spoolName = spoolName
         self.skipReason = skipReason
         self.receivedAt = receivedAt
@@ -104,6 +108,7 @@ public struct InstanceRecord: Sendable, Equatable {
     public var processedAt: Double?
     public var model: String?
     public var skipReason: String?
+    public var normal: [Double]? = nil
 }
 
 public struct SeriesRecord: Sendable, Equatable {

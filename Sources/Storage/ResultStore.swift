@@ -2,7 +2,8 @@
 public enum ResultStore {
     static let instanceColumns = """
         sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, instance_number, position,
-        received_at, state, \(Schema.probabilityColumns), error_type, error_detail, processed_at, model, skip_reason
+        received_at, state, \(Schema.probabilityColumns), error_type, error_detail, processed_at, model, skip_reason,
+        normal_x, normal_y, normal_z
         """
     static let studyColumns = """
         study_instance_uid, first_received_at, last_received_at, received, done, failed, \(Schema.maximumColumns),
@@ -94,6 +95,7 @@ public enum ResultStore {
             receivedAt: row.double(6), state: InstanceState(rawValue: row.int(7)) ?? .failed,
             probabilities: row.isNull(8) ? nil : (8..<14).map { Float(row.double(Int32($0))) },
             errorType: row.optionalText(14), errorDetail: row.optionalText(15), processedAt: row.optionalDouble(16),
-            model: row.optionalText(17), skipReason: row.optionalText(18))
+            model: row.optionalText(17), skipReason: row.optionalText(18),
+            normal: row.isNull(19) ? nil : (19..<22).map { row.double(Int32($0)) })
     }
 }

@@ -126,6 +126,13 @@ public enum Schema {
             DROP INDEX studies_unsettled;
             CREATE INDEX studies_unsettled ON studies (last_received_at) WHERE settled < done + failed + skipped;
             """),
+        Migration(
+            "6-instance-normals",
+            """
+            ALTER TABLE instances ADD COLUMN normal_x REAL;
+            ALTER TABLE instances ADD COLUMN normal_y REAL;
+            ALTER TABLE instances ADD COLUMN normal_z REAL;
+            """),
     ]
 
     static let probabilityColumns = "p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid, p_subdural"

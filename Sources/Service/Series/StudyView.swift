@@ -1,3 +1,4 @@
+import Foundation
 import Inference
 import Storage
 
@@ -65,6 +66,7 @@ struct StudyView: Sendable {
             } else {
                 view.labels = StudyAggregate.summarize(slices, labels: names, thresholds: thresholds)
                 view.warnings = Self.coverageWarnings(slices, minimumSlices: rules.coverageMinimumSlices)
+                if Self.mixedOrientation(triageable.compactMap(\.normal)) { view.warnings.append("mixed-orientation") }
             }
             return view
         }
@@ -135,6 +137,15 @@ struct StudyView: Sendable {
             if distinct.last! > 2 * median + 0.01 { warnings.append("gap") }
         }
         return warnings
+    }
+
+    /// Whether the slice planes differ by more than 2 degrees (two stacks with different gantry tilts in one
+    /// series, say): positions are then measured along different normals, so their order and the gaps above
+    /// mean little. Each slice's probabilities stay valid, so this warns rather than skips.
+    static func mixedOrientation(_ normals: [[Double]]) -> Bool {
+        guard let first = normals.first else { return false }
+        let limit = cos(2 * Double.pi / 180)
+        return normals.contains { n in abs(n[0] * first[0] + n[1] * first[1] + n[2] * first[2]) < limit }
     }
 
     static func sliceResult(_ record: InstanceRecord) -> SliceResult {

@@ -87,6 +87,18 @@ import Testing
         #expect(metrics.contains("ich_instances_skipped_total{reason=\"not-ct\"} 1"))
     }
 
+    /// The slice plane is recorded with each instance: two stacks tilted 12 degrees apart in one series are a warning.
+    @Test func slicePlanesAreRecorded() async throws {
+        let harness = try ServiceHarness()
+        defer { harness.close() }
+        let slices = Slices()
+        let tilted = "1\\0\\0\\0\\\(cos(12 * Double.pi / 180))\\\(-sin(12 * Double.pi / 180))"
+        let parts = (0..<4).map { k in slices.instance(number: k + 1, z: 5 * Double(k), orientation: k < 2 ? "1\\0\\0\\0\\1\\0" : tilted) }
+        #expect(try await harness.stow(parts).status == 200)
+        let series = try #require((try await harness.get("/v1/studies/\(slices.study)").object()["series"] as? [[String: Any]])?.first)
+        #expect((series["warnings"] as? [String])?.contains("mixed-orientation") == true, "\(series)")
+    }
+
     @Test func stowOfAWholeStudyIs200() async throws {
         let harness = try ServiceHarness()
         defer { harness.close() }

@@ -1,3 +1,4 @@
+import Foundation
 import Inference
 @testable import Storage
 import Testing
@@ -131,5 +132,22 @@ import Testing
     @Test func instancesWithoutASeriesRowStillCount() {
         let study = view([], Self.slices("old", count: 3, p: 0.8))
         #expect(study.primary?.record.seriesInstanceUID == "old" && study.labels[0].probability == 0.8)
+    }
+
+    /// Two stacks with different gantry tilts in one series: a warning, not a skip (each slice's result stands).
+    @Test func slicePlanesThatDifferAreAWarning() {
+        func tilted(_ degrees: Double) -> [Double] { [0, -sin(degrees * .pi / 180), cos(degrees * .pi / 180)] }
+        func study(_ normals: [[Double]]) -> StudyView {
+            var slices = Self.slices("s", count: normals.count)
+            for k in slices.indices { slices[k].normal = normals[k] }
+            var rules = SeriesRules.default
+            rules.coverageMinimumSlices = 1
+            return view([Self.series("s", number: 1)], slices, rules: rules)
+        }
+        #expect(study(Array(repeating: tilted(15), count: 6)).warnings == [], "one tilt throughout is fine")
+        #expect(study(Array(repeating: tilted(0), count: 3) + [tilted(1.5)]).warnings == [], "within 2 degrees")
+        let mixed = study(Array(repeating: tilted(0), count: 3) + Array(repeating: tilted(12), count: 3))
+        #expect(mixed.warnings == ["mixed-orientation"] && mixed.primary != nil)
+        #expect(study(Array(repeating: [0, 0, -1], count: 4)).warnings == [], "a reversed normal is the same plane")
     }
 }

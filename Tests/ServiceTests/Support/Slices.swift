@@ -12,7 +12,7 @@ struct Slices {
     /// An axial slice at `z`; `modality`, `imageType` and `patientName` as a real study would vary them.
     func instance(sop: String = Slices.uid(), number: Int = 1, z: Double = 0, series: String? = nil,
                   modality: String = "CT", imageType: String = "ORIGINAL\\PRIMARY\\AXIAL",
-                  patientName: String? = nil, priority: String? = nil) -> [UInt8] {
+                  patientName: String? = nil, priority: String? = nil, orientation: String = "1\\0\\0\\0\\1\\0") -> [UInt8] {
         var w = DICOMWriter.ct(rows: 8, columns: 8)
         w.string(0x0008, 0x0008, "CS", imageType)
         w.string(0x0008, 0x0018, "UI", sop)
@@ -22,6 +22,7 @@ struct Slices {
         w.string(0x0020, 0x000E, "UI", series ?? self.series)
         w.string(0x0020, 0x0013, "IS", String(number))
         w.string(0x0020, 0x0032, "DS", "-125\\-120\\\(z)")
+        w.string(0x0020, 0x0037, "DS", orientation)
         w.string(0x0018, 0x0050, "DS", "5")
         if let patientName { w.string(0x0010, 0x0010, "PN", patientName) }
         if let priority { w.string(0x0040, 0x1003, "SH", priority) }
