@@ -275,6 +275,24 @@ def _jpegls() -> bytes:
     return to_bytes(ds)
 
 
+@case("ct_jpeg2000_lossless.dcm", "ok", "the plain phantom, JPEG 2000 lossless (pylibjpeg-openjpeg)",
+      same_pixels_as=PLAIN)
+def _jpeg2000_lossless() -> bytes:
+    ds = ct_dataset("ct_jpeg2000_lossless.dcm", plain_stored())
+    ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    return to_bytes(ds)
+
+
+@case("jpeg2000_size_mismatch.dcm", "pixel-data-mismatch", "a 64x64 JPEG 2000 codestream in an object "
+      "whose Rows say 32: refused before decoding")
+def _jpeg2000_mismatch() -> bytes:
+    # 64 pixels: the encoder's default six resolution levels need at least 32.
+    ds = ct_dataset("jpeg2000_size_mismatch.dcm", np.zeros((64, 64), np.int32))
+    ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    ds.Rows = 32
+    return to_bytes(ds)
+
+
 @case("ct_no_meta_implicit.dcm", "ok", "the plain phantom as a bare implicit VR little endian data set: "
       "no preamble, no 'DICM', no file meta header", same_pixels_as=PLAIN)
 def _no_meta() -> bytes:
@@ -586,11 +604,11 @@ def _palette() -> bytes:
     return to_bytes(ds)
 
 
-@case("jpeg2000_lossless.dcm", "unsupported-transfer-syntax", "declares JPEG 2000 lossless "
-      "(1.2.840.10008.1.2.4.90) with an encapsulated codestream stub: no JPEG 2000 codec")
+@case("jpeg2000_stub.dcm", "corrupt-pixel-data", "declares JPEG 2000 lossless (1.2.840.10008.1.2.4.90) "
+      "with a codestream stub that ends inside its SIZ marker")
 def _jpeg2000() -> bytes:
-    ds = ct_dataset("jpeg2000_lossless.dcm", np.zeros((16, 16), np.int32), transfer_syntax=JPEG2000Lossless)
-    # SOC + SIZ marker start; the decoder must refuse the syntax before looking inside.
+    ds = ct_dataset("jpeg2000_stub.dcm", np.zeros((16, 16), np.int32), transfer_syntax=JPEG2000Lossless)
+    # SOC + the start of a SIZ marker, then nothing a decoder can use.
     ds.PixelData = encapsulate([b"\xff\x4f\xff\x51\x00\x29" + bytes(42) + b"\xff\xd9"])
     ds["PixelData"].VR = "OB"
     return to_bytes(ds)

@@ -1,20 +1,30 @@
-// DCMTK behind a C boundary: no C++ exception and no DCMTK type crosses it.
+// DCMTK (and OpenJPEG, for the JPEG 2000 that DCMTK 3.6.7 cannot decode) behind a C
+// boundary: no C++ exception and no DCMTK or OpenJPEG type crosses it.
 #include "dcmtk/config/osconfig.h"
 
 #include "dcmtk/dcmdata/dccodec.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dcpixel.h"
+#include "dcmtk/dcmdata/dcpixseq.h"
+#include "dcmtk/dcmdata/dcpxitem.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmjpeg/djdecode.h"
 #include "dcmtk/dcmjpls/djdecode.h"
 #include "dcmtk/oflog/oflog.h"
 
+#include <openjpeg-2.5/openjpeg.h>
+
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "CDCMTK.h"
 
@@ -22,6 +32,11 @@ struct cdcmtk_object {
     DcmFileFormat file;
     std::string transferSyntax;
     bool decompressed = false;
+    /// The file meta names a transfer syntax DCMTK 3.6.7 does not know (HTJ2K, say): it then
+    /// guesses an uncompressed encoding and cannot see the pixel data, so none is reported.
+    bool unknownSyntax = false;
+    /// JPEG 2000 frames decoded by OpenJPEG, in native byte order.
+    std::vector<uint8_t> decoded;
 };
 
 namespace {
@@ -60,6 +75,123 @@ DcmElement *findTopLevel(const cdcmtk_object *object, uint16_t group, uint16_t e
     return found;
 }
 
+// ---- JPEG 2000 through OpenJPEG (DCMTK 3.6.7 has no codec for it) ----
+
+// JPEG 2000 lossless-only and lossy. (DCMTK 3.6.7 cannot parse the High-Throughput syntaxes'
+// encapsulated pixel data, so those stay unsupported although OpenJPEG 2.5 decodes HTJ2K.)
+bool isJPEG2000(const std::string &uid) { return uid == "1.2.840.10008.1.2.4.90" || uid == "1.2.840.10008.1.2.4.91"; }
+
+struct MemoryStream {
+    const uint8_t *bytes;
+    size_t length;
+    size_t offset;
+};
+
+OPJ_SIZE_T streamRead(void *buffer, OPJ_SIZE_T count, void *user) {
+    auto *s = static_cast<MemoryStream *>(user);
+    if (s->offset >= s->length) return static_cast<OPJ_SIZE_T>(-1);
+    size_t n = std::min(static_cast<size_t>(count), s->length - s->offset);
+    std::memcpy(buffer, s->bytes + s->offset, n);
+    s->offset += n;
+    return n;
+}
+
+OPJ_OFF_T streamSkip(OPJ_OFF_T count, void *user) {
+    auto *s = static_cast<MemoryStream *>(user);
+    if (count < 0) {
+        size_t back = std::min(static_cast<size_t>(-count), s->offset);
+        s->offset -= back;
+        return -static_cast<OPJ_OFF_T>(back);
+    }
+    size_t n = std::min(static_cast<size_t>(count), s->length - s->offset);
+    s->offset += n;
+    return static_cast<OPJ_OFF_T>(n);
+}
+
+OPJ_BOOL streamSeek(OPJ_OFF_T position, void *user) {
+    auto *s = static_cast<MemoryStream *>(user);
+    if (position < 0 || static_cast<size_t>(position) > s->length) return OPJ_FALSE;
+    s->offset = static_cast<size_t>(position);
+    return OPJ_TRUE;
+}
+
+void quiet(const char *, void *) {}
+
+// The frame's codestream: the fragments after the Basic Offset Table, joined (one frame per object here).
+cdcmtk_status codestream(cdcmtk_object *object, std::vector<uint8_t> &out) {
+    DcmElement *element = findTopLevel(object, 0x7FE0, 0x0010);
+    if (element == nullptr || element->ident() != EVR_PixelData) return CDCMTK_NO_PIXEL_DATA;
+    auto *pixelData = OFstatic_cast(DcmPixelData *, element);
+    DcmPixelSequence *sequence = nullptr;
+    E_TransferSyntax xfer = object->file.getDataset()->getOriginalXfer();
+    if (pixelData->getEncapsulatedRepresentation(xfer, nullptr, sequence).bad() || sequence == nullptr)
+        return CDCMTK_CORRUPT_PIXEL_DATA;
+    for (unsigned long i = 1; i < sequence->card(); i++) {
+        DcmPixelItem *item = nullptr;
+        Uint8 *bytes = nullptr;
+        if (sequence->getItem(item, i).bad() || item == nullptr) return CDCMTK_CORRUPT_PIXEL_DATA;
+        if (item->getLength() == 0) continue;
+        if (item->getUint8Array(bytes).bad() || bytes == nullptr) return CDCMTK_CORRUPT_PIXEL_DATA;
+        out.insert(out.end(), bytes, bytes + item->getLength());
+    }
+    return out.empty() ? CDCMTK_NO_PIXEL_DATA : CDCMTK_OK;
+}
+
+// Decodes one greyscale frame to 16- or 8-bit words in `object->decoded`. The codestream's size, component
+// count and precision are checked against the DICOM attributes before OpenJPEG allocates the image.
+cdcmtk_status decodeJPEG2000(cdcmtk_object *object, unsigned rows, unsigned columns, unsigned bitsAllocated) {
+    std::vector<uint8_t> bytes;
+    cdcmtk_status status = codestream(object, bytes);
+    if (status != CDCMTK_OK) return status;
+    // A JP2 file (signature box) or a bare codestream (SOC marker); DICOM asks for the latter, some writers send the former.
+    static const uint8_t jp2Signature[] = {0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20};
+    bool jp2 = bytes.size() >= 8 && std::memcmp(bytes.data(), jp2Signature, 8) == 0;
+    if (!jp2 && (bytes.size() < 2 || bytes[0] != 0xFF || bytes[1] != 0x4F)) return CDCMTK_CORRUPT_PIXEL_DATA;
+
+    MemoryStream memory{bytes.data(), bytes.size(), 0};
+    std::unique_ptr<opj_stream_t, decltype(&opj_stream_destroy)> stream(opj_stream_create(1 << 16, OPJ_TRUE),
+                                                                         opj_stream_destroy);
+    std::unique_ptr<opj_codec_t, decltype(&opj_destroy_codec)> codec(
+        opj_create_decompress(jp2 ? OPJ_CODEC_JP2 : OPJ_CODEC_J2K), opj_destroy_codec);
+    if (!stream || !codec) return CDCMTK_OUT_OF_MEMORY;
+    opj_stream_set_user_data(stream.get(), &memory, nullptr);
+    opj_stream_set_user_data_length(stream.get(), bytes.size());
+    opj_stream_set_read_function(stream.get(), streamRead);
+    opj_stream_set_skip_function(stream.get(), streamSkip);
+    opj_stream_set_seek_function(stream.get(), streamSeek);
+    opj_set_error_handler(codec.get(), quiet, nullptr);
+    opj_set_warning_handler(codec.get(), quiet, nullptr);
+    opj_set_info_handler(codec.get(), quiet, nullptr);
+    opj_dparameters_t parameters;
+    opj_set_default_decoder_parameters(&parameters);
+    if (!opj_setup_decoder(codec.get(), &parameters)) return CDCMTK_INTERNAL;
+
+    opj_image_t *raw = nullptr;
+    if (!opj_read_header(stream.get(), codec.get(), &raw) || raw == nullptr) return CDCMTK_CORRUPT_PIXEL_DATA;
+    std::unique_ptr<opj_image_t, decltype(&opj_image_destroy)> image(raw, opj_image_destroy);
+    if (image->numcomps != 1 || image->x1 <= image->x0 || image->y1 <= image->y0 ||
+        image->x1 - image->x0 != columns || image->y1 - image->y0 != rows || image->comps[0].dx != 1 ||
+        image->comps[0].dy != 1 || image->comps[0].prec < 1 || image->comps[0].prec > bitsAllocated)
+        return CDCMTK_PIXEL_DATA_MISMATCH;
+    if (!opj_decode(codec.get(), stream.get(), image.get()) || !opj_end_decompress(codec.get(), stream.get()))
+        return CDCMTK_CORRUPT_PIXEL_DATA;
+    const opj_image_comp_t &component = image->comps[0];
+    if (component.data == nullptr || component.w != columns || component.h != rows) return CDCMTK_CORRUPT_PIXEL_DATA;
+
+    // The stored values' bit pattern, as a native codec would leave it: the Swift side applies
+    // BitsStored and PixelRepresentation, so a codestream whose signedness disagrees with the
+    // header is read the header's way (as pydicom does).
+    size_t count = size_t(rows) * columns;
+    object->decoded.resize(count * (bitsAllocated / 8));
+    if (bitsAllocated == 16) {
+        auto *words = reinterpret_cast<uint16_t *>(object->decoded.data());
+        for (size_t i = 0; i < count; i++) words[i] = static_cast<uint16_t>(component.data[i]);
+    } else {
+        for (size_t i = 0; i < count; i++) object->decoded[i] = static_cast<uint8_t>(component.data[i]);
+    }
+    return CDCMTK_OK;
+}
+
 }  // namespace
 
 extern "C" cdcmtk_status cdcmtk_read(const uint8_t *bytes, size_t length, cdcmtk_object **out) {
@@ -85,6 +217,12 @@ extern "C" cdcmtk_status cdcmtk_read(const uint8_t *bytes, size_t length, cdcmtk
             return CDCMTK_MALFORMED;
         }
         object->transferSyntax = DcmXfer(object->file.getDataset()->getOriginalXfer()).getXferID();
+        OFString declared;
+        if (object->file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, declared).good() && !declared.empty() &&
+            DcmXfer(declared.c_str()).getXfer() == EXS_Unknown) {
+            object->transferSyntax = declared.c_str();
+            object->unknownSyntax = true;
+        }
         *out = object;
         return CDCMTK_OK;
     } catch (const std::bad_alloc &) {
@@ -144,6 +282,7 @@ extern "C" int cdcmtk_has_element(const cdcmtk_object *object, uint16_t group, u
 }
 
 extern "C" cdcmtk_status cdcmtk_has_pixel_data(const cdcmtk_object *object) {
+    if (object->unknownSyntax) return CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX;
     // Encapsulated pixel data has an undefined length, so presence is all we can ask here.
     return findTopLevel(object, 0x7FE0, 0x0010) != nullptr ? CDCMTK_OK : CDCMTK_NO_PIXEL_DATA;
 }
@@ -162,7 +301,10 @@ extern "C" cdcmtk_status cdcmtk_pixel_info(const cdcmtk_object *object, int *enc
         if (!xfer.isEncapsulated() && pixels->getLength() == 0) return CDCMTK_NO_PIXEL_DATA;
         if (xfer.isEncapsulated()) {
             *encapsulated = 1;
-            *decodable = DcmCodecList::canChangeCoding(original, EXS_LittleEndianExplicit) ? 1 : 0;
+            *decodable = isJPEG2000(object->transferSyntax) ||
+                                 DcmCodecList::canChangeCoding(original, EXS_LittleEndianExplicit)
+                             ? 1
+                             : 0;
         } else {
             *native_length = pixels->getLength();
             *decodable = 1;
@@ -173,11 +315,20 @@ extern "C" cdcmtk_status cdcmtk_pixel_info(const cdcmtk_object *object, int *enc
     }
 }
 
-extern "C" cdcmtk_status cdcmtk_pixel_data(cdcmtk_object *object, unsigned bits_allocated,
-                                           const uint8_t **data, size_t *length) {
+extern "C" cdcmtk_status cdcmtk_pixel_data(cdcmtk_object *object, unsigned rows, unsigned columns,
+                                           unsigned bits_allocated, const uint8_t **data, size_t *length) {
     *data = nullptr;
     *length = 0;
     try {
+        if (isJPEG2000(object->transferSyntax)) {
+            if (object->decoded.empty()) {
+                cdcmtk_status status = decodeJPEG2000(object, rows, columns, bits_allocated);
+                if (status != CDCMTK_OK) return status;
+            }
+            *data = object->decoded.data();
+            *length = object->decoded.size();
+            return CDCMTK_OK;
+        }
         DcmDataset *dataset = object->file.getDataset();
         if (!object->decompressed) {
             // Decompression happens here; a syntax without a registered codec

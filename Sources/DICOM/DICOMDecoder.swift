@@ -98,7 +98,8 @@ private final class DCMTKObject {
         if let sopClass, !UID.isValid(sopClass) { throw .malformedUID(attribute: "SOPClassUID") }
         // An empty Pixel Data element is no pixel data (pixel_info says so; has_pixel_data only sees the element).
         var encapsulated: Int32 = 0, nativeLength = 0, decodable: Int32 = 0
-        let hasPixelData = cdcmtk_has_pixel_data(handle) == CDCMTK_OK
+        let pixelData = cdcmtk_has_pixel_data(handle)
+        let hasPixelData = pixelData == CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX || pixelData == CDCMTK_OK
             && cdcmtk_pixel_info(handle, &encapsulated, &nativeLength, &decodable) != CDCMTK_NO_PIXEL_DATA
         var unsupported: DICOMError?
         if hasPixelData, case .unsupported(let error) = try imageFormat() { unsupported = error }
@@ -151,7 +152,12 @@ private final class DCMTKObject {
         let bitsAllocated = try integer(Tag.bitsAllocated, "BitsAllocated")
         let frames = try integer(Tag.numberOfFrames, "NumberOfFrames") ?? 1
 
-        guard cdcmtk_has_pixel_data(handle) == CDCMTK_OK else { throw .noPixelData }
+        switch cdcmtk_has_pixel_data(handle) {
+        case CDCMTK_OK: break
+        case CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX:
+            return .unsupported(.unsupportedTransferSyntax(uid: String(cString: cdcmtk_transfer_syntax(handle))))
+        default: throw .noPixelData
+        }
         guard let bitsAllocated else { throw .missingAttribute("BitsAllocated") }
         guard samples == 1, bitsAllocated == 8 || bitsAllocated == 16 else {
             return .unsupported(.unsupportedPixelFormat(samplesPerPixel: samples, bitsAllocated: bitsAllocated))
@@ -218,7 +224,7 @@ private final class DCMTKObject {
             storedWindow = .init(center: center, width: width)
         }
 
-        let stored = try storedValues(count: format.rows * format.columns, format: format.stored)
+        let stored = try storedValues(rows: format.rows, columns: format.columns, format: format.stored)
 
         return CTSlice(
             studyInstanceUID: study, seriesInstanceUID: series, sopInstanceUID: sop,
@@ -236,11 +242,12 @@ private final class DCMTKObject {
             storedWindow: storedWindow, storedValues: stored)
     }
 
-    private func storedValues(count: Int, format: StoredFormat) throws(DICOMError) -> [Int32] {
+    private func storedValues(rows: Int, columns: Int, format: StoredFormat) throws(DICOMError) -> [Int32] {
+        let count = rows * columns
         let bitsAllocated = format.bitsAllocated
         var data: UnsafePointer<UInt8>?
         var length = 0
-        let status = cdcmtk_pixel_data(handle, UInt32(bitsAllocated), &data, &length)
+        let status = cdcmtk_pixel_data(handle, UInt32(rows), UInt32(columns), UInt32(bitsAllocated), &data, &length)
         guard status == CDCMTK_OK, let data else {
             if status == CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX {
                 throw .unsupportedTransferSyntax(uid: String(cString: cdcmtk_transfer_syntax(handle)))
@@ -347,6 +354,8 @@ extension DICOMError {
         case CDCMTK_TRUNCATED: self = .truncated
         case CDCMTK_MALFORMED: self = .malformed
         case CDCMTK_NO_PIXEL_DATA: self = .noPixelData
+        case CDCMTK_CORRUPT_PIXEL_DATA: self = .corruptPixelData
+        case CDCMTK_PIXEL_DATA_MISMATCH: self = .pixelDataMismatch
         case CDCMTK_OUT_OF_MEMORY: self = .outOfMemory
         default: self = .internalError
         }

@@ -15,6 +15,8 @@ public enum DICOMError: Error, Equatable, Sendable {
     case malformedUID(attribute: String)
     case absurdDimensions(rows: Int, columns: Int)
     case pixelDataTooShort(expected: Int, actual: Int)
+    case corruptPixelData
+    case pixelDataMismatch
     case outOfMemory
     case internalError
 
@@ -35,6 +37,8 @@ public enum DICOMError: Error, Equatable, Sendable {
         case .malformedUID: "malformed-uid"
         case .absurdDimensions: "absurd-dimensions"
         case .pixelDataTooShort: "pixel-data-too-short"
+        case .corruptPixelData: "corrupt-pixel-data"
+        case .pixelDataMismatch: "pixel-data-mismatch"
         case .outOfMemory: "out-of-memory"
         case .internalError: "internal-error"
         }
@@ -51,7 +55,7 @@ public enum DICOMError: Error, Equatable, Sendable {
         case .noPixelData:
             "The DICOM object has no Pixel Data (7FE0,0010); it is not an image."
         case .unsupportedTransferSyntax(let uid):
-            "Transfer syntax \(uid) cannot be decoded; send it uncompressed, RLE, JPEG or JPEG-LS."
+            "Transfer syntax \(uid) cannot be decoded; send it uncompressed, RLE, JPEG, JPEG-LS or JPEG 2000."
         case .unsupportedPhotometricInterpretation(let value):
             "Photometric interpretation \(value) is not supported; CT slices are MONOCHROME1 or MONOCHROME2."
         case .unsupportedPixelFormat(let samples, let bits):
@@ -70,6 +74,10 @@ public enum DICOMError: Error, Equatable, Sendable {
             "Image size \(rows)x\(columns) is outside the accepted range (1 to \(CTSlice.maximumDimension) per side)."
         case .pixelDataTooShort(let expected, let actual):
             "Pixel Data holds \(actual) bytes where the image attributes require \(expected)."
+        case .corruptPixelData:
+            "The compressed pixel data cannot be decoded; the codestream is corrupt or incomplete."
+        case .pixelDataMismatch:
+            "The compressed image's size, component count or precision does not match Rows, Columns, SamplesPerPixel and BitsAllocated."
         case .outOfMemory:
             "Not enough memory to decode the DICOM object."
         case .internalError:

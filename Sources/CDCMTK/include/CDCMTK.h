@@ -1,5 +1,6 @@
 // A plain C view of DCMTK: read one DICOM object from memory, look up
-// top-level attributes, and hand out its pixel data uncompressed.
+// top-level attributes, and hand out its pixel data uncompressed (JPEG 2000
+// through OpenJPEG, which DCMTK 3.6.7 lacks).
 // Everything DICOM-specific beyond that (which attributes matter, what a
 // valid CT slice is) lives in the Swift `DICOM` target.
 #ifndef CDCMTK_H
@@ -27,6 +28,10 @@ typedef enum {
     CDCMTK_NO_PIXEL_DATA,
     /// No registered codec can decompress the pixel data.
     CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX,
+    /// The compressed pixel data cannot be decoded (a corrupt codestream, missing fragments).
+    CDCMTK_CORRUPT_PIXEL_DATA,
+    /// The codestream's size, component count or precision contradicts the image attributes.
+    CDCMTK_PIXEL_DATA_MISMATCH,
     CDCMTK_OUT_OF_MEMORY,
     CDCMTK_INTERNAL
 } cdcmtk_status;
@@ -57,7 +62,9 @@ cdcmtk_status cdcmtk_integer(const cdcmtk_object *object, uint16_t group, uint16
 int cdcmtk_has_element(const cdcmtk_object *object, uint16_t group, uint16_t element);
 
 /// CDCMTK_OK when the top-level data set has a Pixel Data element with a
-/// value, CDCMTK_NO_PIXEL_DATA otherwise. Cheap: decompresses nothing.
+/// value, CDCMTK_NO_PIXEL_DATA otherwise, CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX
+/// when the file meta names a syntax DCMTK does not know (its pixel data
+/// cannot be found). Cheap: decompresses nothing.
 cdcmtk_status cdcmtk_has_pixel_data(const cdcmtk_object *object);
 
 /// What the object says about its pixel data without decompressing it:
@@ -69,8 +76,10 @@ cdcmtk_status cdcmtk_pixel_info(const cdcmtk_object *object, int *encapsulated, 
 
 /// Decompresses the pixel data to explicit little endian (once) and points
 /// `*data` at the native-byte-order values, valid until `cdcmtk_free`.
-/// `bits_allocated` selects 8- or 16-bit word access.
-cdcmtk_status cdcmtk_pixel_data(cdcmtk_object *object, unsigned bits_allocated,
+/// `bits_allocated` selects 8- or 16-bit word access. A JPEG 2000 codestream
+/// whose header disagrees with `rows`, `columns` and `bits_allocated` (or has
+/// more than one component) is CDCMTK_PIXEL_DATA_MISMATCH, before any decoding.
+cdcmtk_status cdcmtk_pixel_data(cdcmtk_object *object, unsigned rows, unsigned columns, unsigned bits_allocated,
                                 const uint8_t **data, size_t *length);
 
 #ifdef __cplusplus
