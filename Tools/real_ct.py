@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import plistlib
 import sys
@@ -24,7 +23,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,
@@ -66,7 +64,7 @@ def load(inv3: Path) -> tuple[np.ndarray, list[float]]:
     return volume[:, ::-1, :].copy(), [float(v) for v in main["spacing"]]
 
 
-def slice_dataset(hu: np.ndarray, index: int, count: int, spacing: list[float]) -> Dataset:
+def slice_dataset(hu: np.ndarray, index: int, spacing: list[float]) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
@@ -113,7 +111,7 @@ def write(syntax: str, out: Path, inv3: Path = DEFAULT_INV3) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(volume.shape[0]):
-        ds = slice_dataset(volume[index], index, volume.shape[0], spacing)
+        ds = slice_dataset(volume[index], index, spacing)
         target = SYNTAXES[syntax]
         if syntax in PLUGINS or syntax == "rle":
             ds.compress(target, encoding_plugin=PLUGINS.get(syntax, "pydicom"))

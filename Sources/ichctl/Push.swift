@@ -137,9 +137,10 @@ struct Push: ParsableCommand {
         guard bytes.count >= 132, bytes[128..<132].elementsEqual("DICM".utf8) else {
             return .failure(ScanSkip("not a DICOM Part-10 file"))
         }
+        // The header alone: grouping by study needs no pixels, and the server decides what it can decode.
         do {
-            let slice = try DICOMDecoder.decode(bytes)
-            return .success(DICOMFile(path: path, size: bytes.count, study: slice.studyInstanceUID, sop: slice.sopInstanceUID))
+            let header = try DICOMDecoder.header(bytes)
+            return .success(DICOMFile(path: path, size: bytes.count, study: header.studyInstanceUID, sop: header.sopInstanceUID))
         } catch {
             return .failure(ScanSkip("DICOM that cannot be read (\(error.type))"))
         }

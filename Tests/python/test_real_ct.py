@@ -1,0 +1,114 @@
+"""A real head CT, wrapped as DICOM at test time, in every transfer syntax we decode.
+
+Debian's `invesalius-examples` ships `Cranium.inv3`, 108 axial slices of a real
+non-contrast head CT (`make test` installs it; without it these tests fail, they
+are not skipped). `Tools/real_ct.py` wraps it as a CT series (real pixels,
+synthetic header) in explicit VR little endian, RLE, JPEG-LS lossless, JPEG 2000
+lossless and deflate. The tests hold:
+
+* every syntax decodes to the same Hounsfield units, equal to the source volume
+  and to pydicom's decoding (pylibjpeg-openjpeg for JPEG 2000, pyjpegls for
+  JPEG-LS);
+* the JPEG 2000 series goes through `ich-server` as a study: all 108 slices
+  processed, ordered by z, the series primary and the study assessable;
+* what the synthetic-trained default model does on this real scan and on the
+  real CQ500 haemorrhage slice is what its model card says.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.pixels import apply_modality_lut
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import service  # noqa: E402
+from conftest import REPO_ROOT  # noqa: E402
+
+sys.path.insert(0, str(REPO_ROOT / "Tools"))
+import real_ct  # noqa: E402
+
+# Every 9th slice, the first and the last: skull base, ventricles, vertex.
+SAMPLE = sorted(set(range(0, 108, 9)) | {107})
+
+
+@pytest.fixture(scope="module")
+def volume() -> np.ndarray:
+    if not real_ct.DEFAULT_INV3.is_file():
+        pytest.fail(f"{real_ct.DEFAULT_INV3} is missing: `make test` installs invesalius-examples", pytrace=False)
+    hu, spacing = real_ct.load(real_ct.DEFAULT_INV3)
+    assert hu.shape == (108, 256, 256) and spacing == pytest.approx([0.957, 0.957, 1.5], abs=1e-3)
+    return hu
+
+
+@pytest.fixture(scope="module")
+def series(volume, tmp_path_factory) -> dict[str, list[Path]]:
+    out = tmp_path_factory.mktemp("cranium")
+    return {syntax: real_ct.write(syntax, out / syntax) for syntax in real_ct.SYNTAXES}
+
+
+@pytest.mark.parametrize("syntax", sorted(real_ct.SYNTAXES))
+def test_every_syntax_decodes_to_the_source_hu(syntax, series, volume, ichctl, tmp_path):
+    paths = [series[syntax][k] for k in SAMPLE]
+    assert str(pydicom.dcmread(paths[0], stop_before_pixels=True).file_meta.TransferSyntaxUID) == real_ct.SYNTAXES[syntax]
+    jobs = [(path, tmp_path / f"{k}.npy", {"stage": "modality"}) for k, path in zip(SAMPLE, paths)]
+    for k, path, ours in zip(SAMPLE, paths, ichctl.preprocess_many(jobs)):
+        if isinstance(ours, BaseException):
+            raise ours
+        ds = pydicom.dcmread(path)
+        theirs = apply_modality_lut(ds.pixel_array, ds)
+        ours = ours.reshape(theirs.shape)
+        assert np.array_equal(ours, theirs), f"slice {k + 1}: max |diff| {np.abs(ours - theirs).max()} against pydicom"
+        assert np.array_equal(ours, volume[k]), f"slice {k + 1} differs from the source volume"
+
+
+def test_a_jpeg2000_study_is_triaged_end_to_end(series, tmp_path):
+    problem = service.binary_problem(service.server_binary())
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    server = service.Server(tmp_path / "data", service.test_bundle(), args=["--threads", "2", "--stable-age", "1"])
+    server.tokens = {scope: server.token(scope) for scope in ("ingest", "read")}
+    server.start()
+    try:
+        files = [path.read_bytes() for path in series["j2k"]]
+        ingest = server.client(server.tokens["ingest"])
+        for start in range(0, len(files), 12):
+            response = ingest.stow(files[start:start + 12])
+            assert response.status == 200, response.body[:600]
+        study = pydicom.dcmread(series["j2k"][0], stop_before_pixels=True)
+        result = server.client(server.tokens["read"]).wait_complete(str(study.StudyInstanceUID), timeout=300)
+    finally:
+        assert server.stop() == 0, server.log_tail()
+    assert result["counts"] == {"received": 108, "processed": 108, "failed": 0, "skipped": 0, "queued": 0}
+    assert result["primarySeriesInstanceUID"] == str(study.SeriesInstanceUID) and result["assessable"] is True
+    assert [s["position"] for s in result["slices"]] == pytest.approx([1.5 * k for k in range(108)])
+    assert [s["instanceNumber"] for s in result["slices"]] == list(range(1, 109))
+
+
+def test_the_demo_model_does_not_transfer_to_real_ct(series, ichctl, tmp_path):
+    """Models/default learnt synthetic phantoms. Its model card states what it does on the real
+    Cranium series (a normal head CT) and on the real CQ500 haemorrhage slice; this recomputes
+    those figures with the shipped bundle and fails when the card no longer states them."""
+    bundle = REPO_ROOT / "Models" / "default"
+    manifest = json.loads((bundle / "model.json").read_text())
+    cq500 = Path(get_testdata_file("693_UNCR.dcm"))
+    out = subprocess.run([str(ichctl.path), "predict", "--model", str(bundle), "--batch", "8",
+                          *map(str, series["explicit"]), str(cq500)], check=True, capture_output=True, text=True)
+    rows = [json.loads(line)["probabilities"] for line in out.stdout.splitlines()]
+    assert len(rows) == 109
+    positive = {label: sum(row[label] >= threshold for row in rows[:108])
+                for label, threshold in zip(manifest["labels"], manifest["thresholds"])}
+    card = " ".join((bundle / "README.md").read_text().split())
+    assert f"**{positive['any']} of the 108 slices** `any`-positive" in card, positive
+    stated = ", ".join(f"{label} {positive[label]}" for label in manifest["labels"][1:])
+    assert f"({stated})" in card, positive
+    assert f"`any` {rows[108]['any']:.7f}" in card, rows[108]
+    assert f"subdural {rows[108]['subdural']:.7f}" in card, rows[108]
+    assert positive["any"] > 54, "a normal scan is flagged on most of its slices: the card's warning holds"
