@@ -11,6 +11,8 @@ lossless and deflate. The tests hold:
   JPEG-LS);
 * the JPEG 2000 series goes through `ich-server` as a study: all 108 slices
   processed, ordered by z, the series primary and the study assessable;
+* pydicom's real GE series (a 202.5 mm gap, scouts at one z, z falling as the
+  instance number rises) get the right roles, order and warnings;
 * what the synthetic-trained default model does on this real scan and on the
   real CQ500 haemorrhage slice is what its model card says.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.data
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
@@ -69,27 +72,62 @@ def test_every_syntax_decodes_to_the_source_hu(syntax, series, volume, ichctl, t
         assert np.array_equal(ours, volume[k]), f"slice {k + 1} differs from the source volume"
 
 
-def test_a_jpeg2000_study_is_triaged_end_to_end(series, tmp_path):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
     problem = service.binary_problem(service.server_binary())
     if problem:
         pytest.fail(problem, pytrace=False)
-    server = service.Server(tmp_path / "data", service.test_bundle(), args=["--threads", "2", "--stable-age", "1"])
-    server.tokens = {scope: server.token(scope) for scope in ("ingest", "read")}
-    server.start()
-    try:
-        files = [path.read_bytes() for path in series["j2k"]]
-        ingest = server.client(server.tokens["ingest"])
-        for start in range(0, len(files), 12):
-            response = ingest.stow(files[start:start + 12])
-            assert response.status == 200, response.body[:600]
-        study = pydicom.dcmread(series["j2k"][0], stop_before_pixels=True)
-        result = server.client(server.tokens["read"]).wait_complete(str(study.StudyInstanceUID), timeout=300)
-    finally:
-        assert server.stop() == 0, server.log_tail()
+    srv = service.Server(tmp_path_factory.mktemp("real-ct") / "data", service.test_bundle(),
+                         args=["--threads", "2", "--stable-age", "1"])
+    srv.tokens = {scope: srv.token(scope) for scope in ("ingest", "read")}
+    srv.start()
+    yield srv
+    assert srv.stop() == 0, srv.log_tail()
+
+
+def stow(server, files: list[bytes], per_request: int = 12) -> None:
+    ingest = server.client(server.tokens["ingest"])
+    for start in range(0, len(files), per_request):
+        response = ingest.stow(files[start:start + per_request])
+        assert response.status == 200, response.body[:600]
+
+
+def test_a_jpeg2000_study_is_triaged_end_to_end(series, server):
+    stow(server, [path.read_bytes() for path in series["j2k"]])
+    study = pydicom.dcmread(series["j2k"][0], stop_before_pixels=True)
+    result = server.client(server.tokens["read"]).wait_complete(str(study.StudyInstanceUID), timeout=300)
     assert result["counts"] == {"received": 108, "processed": 108, "failed": 0, "skipped": 0, "queued": 0}
     assert result["primarySeriesInstanceUID"] == str(study.SeriesInstanceUID) and result["assessable"] is True
     assert [s["position"] for s in result["slices"]] == pytest.approx([1.5 * k for k in range(108)])
     assert [s["instanceNumber"] for s in result["slices"]] == list(range(1, 109))
+
+
+def normal_position(ds) -> float:
+    orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
+    return float(np.dot([float(v) for v in ds.ImagePositionPatient], np.cross(orientation[:3], orientation[3:])))
+
+
+def test_real_scanner_series_from_pydicom(server):
+    """pydicom's dicomdirtests (real GE series cut to 16x16): a head CT whose 4 slices jump 202.5 mm,
+    two scouts at the same z, and a gated series whose z falls as its instance number rises."""
+    root = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests"
+    folders = {"head": root / "77654033" / "CT2", "scouts": root / "98892001" / "CT2N", "gated": root / "98892001" / "CT5N"}
+    datasets = {name: [pydicom.dcmread(p) for p in sorted(folder.iterdir())] for name, folder in folders.items()}
+    stow(server, [p.read_bytes() for folder in folders.values() for p in sorted(folder.iterdir())])
+    reader = server.client(server.tokens["read"])
+    for name, other in (("head", None), ("gated", "scouts")):
+        first = datasets[name][0]
+        result = reader.wait_complete(str(first.StudyInstanceUID))
+        roles = {s["seriesInstanceUID"]: (s["role"], s["reason"]) for s in result["series"]}
+        assert roles[str(first.SeriesInstanceUID)] == ("primary", None)
+        if other:
+            assert roles[str(datasets[other][0].SeriesInstanceUID)] == ("skipped", "localizer")
+        expected = sorted(datasets[name], key=normal_position)
+        triaged = [s for s in result["slices"] if s["seriesInstanceUID"] == str(first.SeriesInstanceUID)]
+        assert [s["sopInstanceUID"] for s in triaged] == [str(ds.SOPInstanceUID) for ds in expected]
+        assert [s["position"] for s in triaged] == pytest.approx([normal_position(ds) for ds in expected], abs=1e-4)
+        assert "few-slices" in result["warnings"]
+        assert ("gap" in result["warnings"]) == (name == "head"), result["warnings"]
 
 
 def test_the_demo_model_does_not_transfer_to_real_ct(series, ichctl, tmp_path):
