@@ -35,8 +35,10 @@ struct cdcmtk_object {
     /// The file meta names a transfer syntax DCMTK 3.6.7 does not know (HTJ2K, say): it then
     /// guesses an uncompressed encoding and cannot see the pixel data, so none is reported.
     bool unknownSyntax = false;
-    /// JPEG 2000 frames decoded by OpenJPEG, in native byte order.
+    /// The last frame decoded one at a time (JPEG 2000 through OpenJPEG, a multi-frame object through
+    /// DCMTK's codecs), in native byte order, and which frame it is.
     std::vector<uint8_t> decoded;
+    unsigned long decodedFrame = 0;
 };
 
 namespace {
@@ -117,8 +119,64 @@ OPJ_BOOL streamSeek(OPJ_OFF_T position, void *user) {
 
 void quiet(const char *, void *) {}
 
-// The frame's codestream: the fragments after the Basic Offset Table, joined (one frame per object here).
-cdcmtk_status codestream(cdcmtk_object *object, std::vector<uint8_t> &out) {
+// Where frame `frame` (0-based) of `frames` starts and ends among the fragments (items 1... of the
+// sequence; item 0 is the Basic Offset Table): the table's offsets when it has them, one fragment per
+// frame when the counts match, else each fragment that opens a codestream (SOC marker or JP2
+// signature) starts a frame.
+cdcmtk_status frameFragments(DcmPixelSequence *sequence, unsigned long frame, unsigned long frames, unsigned long &first,
+                             unsigned long &last) {
+    unsigned long fragments = sequence->card() > 0 ? sequence->card() - 1 : 0;
+    if (fragments == 0 || frame >= frames) return CDCMTK_CORRUPT_PIXEL_DATA;
+    if (frames == 1) {
+        first = 1;
+        last = fragments;
+        return CDCMTK_OK;
+    }
+    DcmPixelItem *table = nullptr;
+    std::vector<unsigned long> starts;
+    if (sequence->getItem(table, 0).good() && table != nullptr && table->getLength() >= 4 * frames) {
+        Uint8 *raw = nullptr;
+        if (table->getUint8Array(raw).bad() || raw == nullptr) return CDCMTK_CORRUPT_PIXEL_DATA;
+        // Offsets count bytes from the first fragment's item tag: 8 header bytes plus the value per item.
+        std::vector<Uint32> offsets(table->getLength() / 4);
+        for (size_t i = 0; i < offsets.size(); i++)
+            offsets[i] = Uint32(raw[4 * i]) | Uint32(raw[4 * i + 1]) << 8 | Uint32(raw[4 * i + 2]) << 16 | Uint32(raw[4 * i + 3]) << 24;
+        if (offsets.size() != frames) return CDCMTK_CORRUPT_PIXEL_DATA;
+        size_t position = 0, next = 0;
+        for (unsigned long i = 1; i <= fragments; i++) {
+            DcmPixelItem *item = nullptr;
+            if (sequence->getItem(item, i).bad() || item == nullptr) return CDCMTK_CORRUPT_PIXEL_DATA;
+            if (next < offsets.size() && position == offsets[next]) {
+                starts.push_back(i);
+                next++;
+            } else if (next < offsets.size() && position > offsets[next]) {
+                return CDCMTK_CORRUPT_PIXEL_DATA;
+            }
+            position += 8 + item->getLength();
+        }
+        if (starts.size() != frames) return CDCMTK_CORRUPT_PIXEL_DATA;
+    } else if (fragments == frames) {
+        for (unsigned long i = 1; i <= fragments; i++) starts.push_back(i);
+    } else {
+        static const uint8_t jp2Signature[] = {0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20};
+        for (unsigned long i = 1; i <= fragments; i++) {
+            DcmPixelItem *item = nullptr;
+            Uint8 *bytes = nullptr;
+            if (sequence->getItem(item, i).bad() || item == nullptr) return CDCMTK_CORRUPT_PIXEL_DATA;
+            if (item->getLength() < 8 || item->getUint8Array(bytes).bad() || bytes == nullptr) continue;
+            if ((bytes[0] == 0xFF && bytes[1] == 0x4F && bytes[2] == 0xFF && bytes[3] == 0x51) ||
+                std::memcmp(bytes, jp2Signature, 8) == 0)
+                starts.push_back(i);
+        }
+        if (starts.size() != frames || starts[0] != 1) return CDCMTK_CORRUPT_PIXEL_DATA;
+    }
+    first = starts[frame];
+    last = frame + 1 < frames ? starts[frame + 1] - 1 : fragments;
+    return CDCMTK_OK;
+}
+
+// Frame `frame`'s codestream: its fragments, joined.
+cdcmtk_status codestream(cdcmtk_object *object, unsigned long frame, unsigned long frames, std::vector<uint8_t> &out) {
     DcmElement *element = findTopLevel(object, 0x7FE0, 0x0010);
     if (element == nullptr || element->ident() != EVR_PixelData) return CDCMTK_NO_PIXEL_DATA;
     auto *pixelData = OFstatic_cast(DcmPixelData *, element);
@@ -126,7 +184,10 @@ cdcmtk_status codestream(cdcmtk_object *object, std::vector<uint8_t> &out) {
     E_TransferSyntax xfer = object->file.getDataset()->getOriginalXfer();
     if (pixelData->getEncapsulatedRepresentation(xfer, nullptr, sequence).bad() || sequence == nullptr)
         return CDCMTK_CORRUPT_PIXEL_DATA;
-    for (unsigned long i = 1; i < sequence->card(); i++) {
+    unsigned long first = 0, last = 0;
+    cdcmtk_status status = frameFragments(sequence, frame, frames, first, last);
+    if (status != CDCMTK_OK) return status;
+    for (unsigned long i = first; i <= last; i++) {
         DcmPixelItem *item = nullptr;
         Uint8 *bytes = nullptr;
         if (sequence->getItem(item, i).bad() || item == nullptr) return CDCMTK_CORRUPT_PIXEL_DATA;
@@ -139,9 +200,10 @@ cdcmtk_status codestream(cdcmtk_object *object, std::vector<uint8_t> &out) {
 
 // Decodes one greyscale frame to 16- or 8-bit words in `object->decoded`. The codestream's size, component
 // count and precision are checked against the DICOM attributes before OpenJPEG allocates the image.
-cdcmtk_status decodeJPEG2000(cdcmtk_object *object, unsigned rows, unsigned columns, unsigned bitsAllocated) {
+cdcmtk_status decodeJPEG2000(cdcmtk_object *object, unsigned rows, unsigned columns, unsigned bitsAllocated,
+                             unsigned long frame, unsigned long frames) {
     std::vector<uint8_t> bytes;
-    cdcmtk_status status = codestream(object, bytes);
+    cdcmtk_status status = codestream(object, frame, frames, bytes);
     if (status != CDCMTK_OK) return status;
     // A JP2 file (signature box) or a bare codestream (SOC marker); DICOM asks for the latter, some writers send the former.
     static const uint8_t jp2Signature[] = {0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20};
@@ -316,40 +378,107 @@ extern "C" cdcmtk_status cdcmtk_pixel_info(const cdcmtk_object *object, int *enc
 }
 
 extern "C" cdcmtk_status cdcmtk_pixel_data(cdcmtk_object *object, unsigned rows, unsigned columns,
-                                           unsigned bits_allocated, const uint8_t **data, size_t *length) {
+                                           unsigned bits_allocated, unsigned long frame, unsigned long frames,
+                                           const uint8_t **data, size_t *length) {
     *data = nullptr;
     *length = 0;
+    if (frame >= frames) return CDCMTK_BAD_VALUE;
+    size_t frameBytes = size_t(rows) * columns * (bits_allocated / 8);
     try {
         if (isJPEG2000(object->transferSyntax)) {
-            if (object->decoded.empty()) {
-                cdcmtk_status status = decodeJPEG2000(object, rows, columns, bits_allocated);
+            if (object->decoded.empty() || object->decodedFrame != frame) {
+                object->decoded.clear();
+                cdcmtk_status status = decodeJPEG2000(object, rows, columns, bits_allocated, frame, frames);
                 if (status != CDCMTK_OK) return status;
+                object->decodedFrame = frame;
             }
             *data = object->decoded.data();
             *length = object->decoded.size();
             return CDCMTK_OK;
         }
         DcmDataset *dataset = object->file.getDataset();
+        DcmElement *pixels = findTopLevel(object, 0x7FE0, 0x0010);
+        if (pixels == nullptr) return CDCMTK_NO_PIXEL_DATA;
+        if (frames > 1 && DcmXfer(dataset->getOriginalXfer()).isEncapsulated()) {
+            // One frame at a time through the codec: decompressing every frame of a long series to read a few
+            // of them would cost the whole series' time and memory per batch.
+            if (object->decoded.empty() || object->decodedFrame != frame) {
+                object->decoded.assign(frameBytes, 0);
+                auto *pixelData = OFstatic_cast(DcmPixelData *, pixels);
+                Uint32 startFragment = 0;
+                OFString colourModel;
+                OFCondition status = pixelData->getUncompressedFrame(dataset, Uint32(frame), startFragment,
+                                                                     object->decoded.data(), Uint32(frameBytes), colourModel);
+                if (status.bad()) {
+                    object->decoded.clear();
+                    return status == EC_CannotChangeRepresentation ? CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX
+                                                                   : CDCMTK_CORRUPT_PIXEL_DATA;
+                }
+                object->decodedFrame = frame;
+            }
+            *data = object->decoded.data();
+            *length = object->decoded.size();
+            return CDCMTK_OK;
+        }
         if (!object->decompressed) {
-            // Decompression happens here; a syntax without a registered codec
-            // (JPEG 2000 in free DCMTK) fails with "cannot change representation".
+            // Decompression happens here; a syntax without a registered codec fails with "cannot change representation".
             if (dataset->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad())
                 return CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX;
             object->decompressed = true;
+            pixels = findTopLevel(object, 0x7FE0, 0x0010);
         }
-        DcmElement *pixels = findTopLevel(object, 0x7FE0, 0x0010);
         if (pixels == nullptr || pixels->getLength() == 0) return CDCMTK_NO_PIXEL_DATA;
+        const uint8_t *base = nullptr;
         if (bits_allocated == 16) {
             Uint16 *words = nullptr;
             if (pixels->getUint16Array(words).bad() || words == nullptr) return CDCMTK_BAD_VALUE;
-            *data = reinterpret_cast<const uint8_t *>(words);
+            base = reinterpret_cast<const uint8_t *>(words);
         } else {
             Uint8 *bytes = nullptr;
             if (pixels->getUint8Array(bytes).bad() || bytes == nullptr) return CDCMTK_BAD_VALUE;
-            *data = bytes;
+            base = bytes;
         }
-        *length = pixels->getLength();
+        size_t total = pixels->getLength();
+        size_t offset = frameBytes * frame;
+        if (offset >= total) return CDCMTK_BAD_VALUE;
+        *data = base + offset;
+        *length = total - offset;
         return CDCMTK_OK;
+    } catch (const std::bad_alloc &) {
+        return CDCMTK_OUT_OF_MEMORY;
+    } catch (...) {
+        return CDCMTK_INTERNAL;
+    }
+}
+
+extern "C" cdcmtk_status cdcmtk_frame_string(const cdcmtk_object *object, unsigned long frame, uint16_t macro_group,
+                                             uint16_t macro_element, uint16_t group, uint16_t element, char *buffer,
+                                             size_t capacity, size_t *length) {
+    *length = 0;
+    try {
+        DcmDataset *dataset = const_cast<cdcmtk_object *>(object)->file.getDataset();
+        // The per-frame item overrides the shared one (PS3.3 C.7.6.16: a macro is in one or the other).
+        const DcmTagKey groups[] = {DcmTagKey(0x5200, 0x9230), DcmTagKey(0x5200, 0x9229)};
+        for (int g = 0; g < 2; g++) {
+            DcmItem *groupItem = nullptr;
+            if (dataset->findAndGetSequenceItem(groups[g], groupItem, g == 0 ? int(frame) : 0).bad() || groupItem == nullptr)
+                continue;
+            DcmItem *macroItem = nullptr;
+            if (groupItem->findAndGetSequenceItem(DcmTagKey(macro_group, macro_element), macroItem, 0).bad() ||
+                macroItem == nullptr)
+                continue;
+            DcmElement *found = nullptr;
+            if (macroItem->findAndGetElement(DcmTagKey(group, element), found, OFFalse).bad() || found == nullptr ||
+                found->getLength() == 0)
+                continue;
+            OFString value;
+            if (found->getOFStringArray(value).bad()) return CDCMTK_BAD_VALUE;
+            *length = value.length();
+            if (value.length() + 1 > capacity) return CDCMTK_BAD_VALUE;
+            std::memcpy(buffer, value.c_str(), value.length() + 1);
+            return CDCMTK_OK;
+        }
+        return CDCMTK_ABSENT;
     } catch (const std::bad_alloc &) {
         return CDCMTK_OUT_OF_MEMORY;
     } catch (...) {

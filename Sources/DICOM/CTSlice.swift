@@ -1,10 +1,12 @@
-/// One decoded single-frame greyscale image with the attributes the
+/// One decoded greyscale frame (a slice) with the attributes the
 /// preprocessing and the study view need. Pixels are kept as stored values
 /// (masked to BitsStored and sign-extended), because the RSNA correction
 /// works on stored values; `hounsfieldUnits()` applies the modality LUT.
 public struct CTSlice: Sendable {
     /// Largest accepted Rows or Columns; checked before any pixel buffer is allocated.
     public static let maximumDimension = 4096
+    /// Largest accepted NumberOfFrames: a whole-body thin-slice Enhanced CT stays well below it.
+    public static let maximumFrames = 4096
 
     public enum PixelRepresentation: Int, Sendable {
         case unsigned = 0
@@ -34,6 +36,8 @@ public struct CTSlice: Sendable {
     public var sopClassUID: String?
     public var modality: String?
     public var transferSyntaxUID: String
+    /// 1-based; a single-frame object's one slice is frame 1.
+    public var frameNumber: Int
     public var instanceNumber: Int?
     public var imagePositionPatient: [Double]?
     public var imageOrientationPatient: [Double]?
@@ -56,7 +60,7 @@ public struct CTSlice: Sendable {
     public init(
         studyInstanceUID: String, seriesInstanceUID: String, sopInstanceUID: String,
         sopClassUID: String? = nil, modality: String? = "CT",
-        transferSyntaxUID: String = "1.2.840.10008.1.2.1",
+        transferSyntaxUID: String = "1.2.840.10008.1.2.1", frameNumber: Int = 1,
         instanceNumber: Int? = nil, imagePositionPatient: [Double]? = nil,
         imageOrientationPatient: [Double]? = nil, pixelSpacing: [Double]? = nil,
         rows: Int, columns: Int, bitsAllocated: Int = 16, bitsStored: Int = 16,
@@ -73,6 +77,7 @@ public struct CTSlice: Sendable {
         self.sopClassUID = sopClassUID
         self.modality = modality
         self.transferSyntaxUID = transferSyntaxUID
+        self.frameNumber = frameNumber
         self.instanceNumber = instanceNumber
         self.imagePositionPatient = imagePositionPatient
         self.imageOrientationPatient = imageOrientationPatient

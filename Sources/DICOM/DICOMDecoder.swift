@@ -2,19 +2,37 @@ import CDCMTK
 
 /// Turns the bytes of one DICOM object into a `CTSlice`. The only importer of `CDCMTK`.
 public enum DICOMDecoder {
-    /// Decodes a single-frame, single-sample greyscale image. Any modality is
-    /// decoded; deciding that only CT is accepted belongs to the caller.
-    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(DICOMError) -> CTSlice {
+    /// Decodes frame `frame` (1-based) of a single-sample greyscale image; without a frame number the
+    /// object must be single-frame (`multiFrame` otherwise: the service does not yet identify slices by
+    /// frame). Any modality is decoded; deciding that only CT is accepted belongs to the caller.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, frame: Int? = nil) throws(DICOMError) -> CTSlice {
         let object = try DCMTKObject(bytes)
-        return try object.slice()
+        let format = try object.decodableFormat()
+        if frame == nil, format.frames > 1 { throw .multiFrame(frames: format.frames) }
+        return try object.slice(frame: frame ?? 1, format: format)
     }
 
-    public static func decode(_ bytes: [UInt8]) throws(DICOMError) -> CTSlice {
+    public static func decode(_ bytes: [UInt8], frame: Int? = nil) throws(DICOMError) -> CTSlice {
         // withUnsafeBytes cannot forward a typed throw, so carry the result out.
         let result: Result<CTSlice, DICOMError> = bytes.withUnsafeBytes { buffer in
-            Result { () throws(DICOMError) in try decode(buffer) }
+            Result { () throws(DICOMError) in try decode(buffer, frame: frame) }
         }
         return try result.get()
+    }
+
+    /// Several frames of one object, parsed once: what a batch holding a run of one multi-frame
+    /// series' frames needs. A failure of the whole object fails every frame; a frame's own
+    /// failure (a corrupt codestream) only that one.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, frames: [Int]) -> [Result<CTSlice, DICOMError>] {
+        let format: DCMTKObject.ImageFormat
+        let object: DCMTKObject
+        do {
+            object = try DCMTKObject(bytes)
+            format = try object.decodableFormat()
+        } catch {
+            return frames.map { _ in .failure(error) }
+        }
+        return frames.map { frame in Result { () throws(DICOMError) in try object.slice(frame: frame, format: format) } }
     }
 
     /// Reads any well-formed instance's header without decompressing pixels.
@@ -74,6 +92,13 @@ enum Tag {
     static let rescaleSlope: (UInt16, UInt16) = (0x0028, 0x1053)
     static let modalityLUTSequence: (UInt16, UInt16) = (0x0028, 0x3000)
     static let requestedProcedurePriority: (UInt16, UInt16) = (0x0040, 0x1003)
+    // Functional group macros of multi-frame images (PS3.3 C.7.6.16.2), read through `frameString`.
+    static let ctReconstructionSequence: (UInt16, UInt16) = (0x0018, 0x9314)
+    static let planePositionSequence: (UInt16, UInt16) = (0x0020, 0x9113)
+    static let planeOrientationSequence: (UInt16, UInt16) = (0x0020, 0x9116)
+    static let pixelMeasuresSequence: (UInt16, UInt16) = (0x0028, 0x9110)
+    static let frameVOILUTSequence: (UInt16, UInt16) = (0x0028, 0x9132)
+    static let pixelValueTransformationSequence: (UInt16, UInt16) = (0x0028, 0x9145)
 }
 
 /// Owns one parsed DCMTK object and reads typed attributes from it.
@@ -103,6 +128,15 @@ private final class DCMTKObject {
             && cdcmtk_pixel_info(handle, &encapsulated, &nativeLength, &decodable) != CDCMTK_NO_PIXEL_DATA
         var unsupported: DICOMError?
         if hasPixelData, case .unsupported(let error) = try imageFormat() { unsupported = error }
+        let frameCount = try frameCount()
+        // Frames decode (`decode(_:frame:)`), but slices are not yet stored per frame: ingest skips such objects.
+        if hasPixelData, unsupported == nil, frameCount > 1 { unsupported = .multiFrame(frames: frameCount) }
+        let planes = try (0..<frameCount).map { (index) throws(DICOMError) in
+            FramePlane(imagePositionPatient: try frameDecimals(index, Tag.planePositionSequence, Tag.imagePositionPatient,
+                                                               "ImagePositionPatient", count: 3),
+                       imageOrientationPatient: try frameDecimals(index, Tag.planeOrientationSequence,
+                                                                  Tag.imageOrientationPatient, "ImageOrientationPatient", count: 6))
+        }
         return InstanceHeader(
             studyInstanceUID: study, seriesInstanceUID: series, sopInstanceUID: sop, sopClassUID: sopClass,
             modality: try string(Tag.modality, "Modality"), transferSyntaxUID: String(cString: cdcmtk_transfer_syntax(handle)),
@@ -112,10 +146,9 @@ private final class DCMTKObject {
             imageType: ((try? string(Tag.imageType, "ImageType")) ?? nil).map {
                 $0.split(separator: "\\", omittingEmptySubsequences: false).map { String($0).trimmingSpacesAndNULs().uppercased() }
             } ?? [],
-            imagePositionPatient: try decimals(Tag.imagePositionPatient, "ImagePositionPatient", count: 3),
-            imageOrientationPatient: try decimals(Tag.imageOrientationPatient, "ImageOrientationPatient", count: 6),
-            sliceThickness: ((try? decimals(Tag.sliceThickness, "SliceThickness")) ?? nil)?.first,
-            convolutionKernel: try? string(Tag.convolutionKernel, "ConvolutionKernel"),
+            frames: planes,
+            sliceThickness: ((try? frameDecimals(0, Tag.pixelMeasuresSequence, Tag.sliceThickness, "SliceThickness")) ?? nil)?.first,
+            convolutionKernel: (try? frameString(0, Tag.ctReconstructionSequence, Tag.convolutionKernel, "ConvolutionKernel")) ?? nil,
             seriesDescription: try? string(Tag.seriesDescription, "SeriesDescription"),
             bodyPartExamined: try? string(Tag.bodyPartExamined, "BodyPartExamined"),
             hasPixelData: hasPixelData, unsupportedImage: unsupported,
@@ -133,10 +166,9 @@ private final class DCMTKObject {
     struct ImageFormat {
         var rows: Int
         var columns: Int
+        var frames: Int
         var stored: StoredFormat
         var photometric: CTSlice.PhotometricInterpretation
-        var slope: Double
-        var intercept: Double
     }
 
     enum ImageCheck {
@@ -150,7 +182,7 @@ private final class DCMTKObject {
         let samples = try integer(Tag.samplesPerPixel, "SamplesPerPixel") ?? 1
         let photometricText = try string(Tag.photometricInterpretation, "PhotometricInterpretation")
         let bitsAllocated = try integer(Tag.bitsAllocated, "BitsAllocated")
-        let frames = try integer(Tag.numberOfFrames, "NumberOfFrames") ?? 1
+        let frames = try frameCount()
 
         switch cdcmtk_has_pixel_data(handle) {
         case CDCMTK_OK: break
@@ -165,10 +197,6 @@ private final class DCMTKObject {
         guard let photometricText else { throw .missingAttribute("PhotometricInterpretation") }
         guard let photometric = CTSlice.PhotometricInterpretation(rawValue: photometricText) else {
             return .unsupported(.unsupportedPhotometricInterpretation(String(photometricText.prefix(16))))
-        }
-        guard frames == 1 else {
-            if frames < 1 { throw .invalidAttribute("NumberOfFrames") }
-            return .unsupported(.multiFrame(frames: frames))
         }
         guard let rows = try integer(Tag.rows, "Rows") else { throw .missingAttribute("Rows") }
         guard let columns = try integer(Tag.columns, "Columns") else { throw .missingAttribute("Columns") }
@@ -185,10 +213,8 @@ private final class DCMTKObject {
         guard cdcmtk_has_element(handle, Tag.modalityLUTSequence.0, Tag.modalityLUTSequence.1) == 0 else {
             return .unsupported(.modalityLUTSequence)
         }
-        let slope = try decimals(Tag.rescaleSlope, "RescaleSlope")?.first ?? 1
-        let intercept = try decimals(Tag.rescaleIntercept, "RescaleIntercept")?.first ?? 0
-        guard slope.isFinite, slope != 0 else { throw .invalidAttribute("RescaleSlope") }
-        guard intercept.isFinite else { throw .invalidAttribute("RescaleIntercept") }
+        // Slope and intercept may differ per frame: checked for every frame, so that ingest refuses what the batch could not decode.
+        for frame in 0..<frames { _ = try rescale(frame) }
 
         var encapsulated: Int32 = 0
         var nativeLength = 0
@@ -198,56 +224,83 @@ private final class DCMTKObject {
         guard decodable != 0 else {
             return .unsupported(.unsupportedTransferSyntax(uid: String(cString: cdcmtk_transfer_syntax(handle))))
         }
-        let expected = rows * columns * bitsAllocated / 8
+        let expected = rows * columns * bitsAllocated / 8 * frames
         if encapsulated == 0, nativeLength < expected { throw .pixelDataTooShort(expected: expected, actual: nativeLength) }
         let stored = StoredFormat(bitsAllocated: bitsAllocated, bitsStored: bitsStored, representation: representation)
-        return .decodable(ImageFormat(rows: rows, columns: columns, stored: stored, photometric: photometric, slope: slope,
-                                      intercept: intercept))
+        return .decodable(ImageFormat(rows: rows, columns: columns, frames: frames, stored: stored, photometric: photometric))
     }
 
-    func slice() throws(DICOMError) -> CTSlice {
-        let format: ImageFormat
+    func decodableFormat() throws(DICOMError) -> ImageFormat {
         switch try imageFormat() {
-        case .decodable(let checked): format = checked
+        case .decodable(let checked): checked
         case .unsupported(let error): throw error
         }
+    }
+
+    /// NumberOfFrames, 1 when absent, within what the decoder accepts.
+    private func frameCount() throws(DICOMError) -> Int {
+        let frames = try integer(Tag.numberOfFrames, "NumberOfFrames") ?? 1
+        guard frames >= 1 else { throw .invalidAttribute("NumberOfFrames") }
+        guard frames <= CTSlice.maximumFrames else { throw .tooManyFrames(frames) }
+        return frames
+    }
+
+    /// Frame `index` (0-based)'s modality LUT: the Pixel Value Transformation functional group, else the top level.
+    private func rescale(_ index: Int) throws(DICOMError) -> (slope: Double, intercept: Double) {
+        let slope = try frameDecimals(index, Tag.pixelValueTransformationSequence, Tag.rescaleSlope, "RescaleSlope")?.first ?? 1
+        let intercept = try frameDecimals(index, Tag.pixelValueTransformationSequence, Tag.rescaleIntercept, "RescaleIntercept")?
+            .first ?? 0
+        guard slope.isFinite, slope != 0 else { throw .invalidAttribute("RescaleSlope") }
+        guard intercept.isFinite else { throw .invalidAttribute("RescaleIntercept") }
+        return (slope, intercept)
+    }
+
+    /// One frame (1-based) as a slice: the object's attributes with the frame's own from its functional groups.
+    func slice(frame: Int, format: ImageFormat) throws(DICOMError) -> CTSlice {
+        guard (1...format.frames).contains(frame) else { throw .frameOutOfRange(frame: frame, frames: format.frames) }
+        let index = frame - 1
         let study = try requiredUID(Tag.studyInstanceUID, "StudyInstanceUID")
         let series = try requiredUID(Tag.seriesInstanceUID, "SeriesInstanceUID")
         let sop = try requiredUID(Tag.sopInstanceUID, "SOPInstanceUID")
         let sopClass = try string(Tag.sopClassUID, "SOPClassUID")
         if let sopClass, !UID.isValid(sopClass) { throw .malformedUID(attribute: "SOPClassUID") }
 
-        let centers = try decimals(Tag.windowCenter, "WindowCenter")
-        let widths = try decimals(Tag.windowWidth, "WindowWidth")
+        let centers = try frameDecimals(index, Tag.frameVOILUTSequence, Tag.windowCenter, "WindowCenter")
+        let widths = try frameDecimals(index, Tag.frameVOILUTSequence, Tag.windowWidth, "WindowWidth")
         var storedWindow: CTSlice.StoredWindow?
         if let center = centers?.first, let width = widths?.first {
             storedWindow = .init(center: center, width: width)
         }
 
-        let stored = try storedValues(rows: format.rows, columns: format.columns, format: format.stored)
+        let (slope, intercept) = try rescale(index)
+        let stored = try storedValues(format, frame: index)
 
         return CTSlice(
             studyInstanceUID: study, seriesInstanceUID: series, sopInstanceUID: sop,
             sopClassUID: sopClass, modality: try string(Tag.modality, "Modality"),
-            transferSyntaxUID: String(cString: cdcmtk_transfer_syntax(handle)),
+            transferSyntaxUID: String(cString: cdcmtk_transfer_syntax(handle)), frameNumber: frame,
             instanceNumber: try integer(Tag.instanceNumber, "InstanceNumber"),
-            imagePositionPatient: try decimals(Tag.imagePositionPatient, "ImagePositionPatient", count: 3),
-            imageOrientationPatient: try decimals(Tag.imageOrientationPatient, "ImageOrientationPatient", count: 6),
-            pixelSpacing: try decimals(Tag.pixelSpacing, "PixelSpacing", count: 2),
+            imagePositionPatient: try frameDecimals(index, Tag.planePositionSequence, Tag.imagePositionPatient,
+                                                    "ImagePositionPatient", count: 3),
+            imageOrientationPatient: try frameDecimals(index, Tag.planeOrientationSequence, Tag.imageOrientationPatient,
+                                                       "ImageOrientationPatient", count: 6),
+            pixelSpacing: try frameDecimals(index, Tag.pixelMeasuresSequence, Tag.pixelSpacing, "PixelSpacing", count: 2),
             rows: format.rows, columns: format.columns, bitsAllocated: format.stored.bitsAllocated,
             bitsStored: format.stored.bitsStored, pixelRepresentation: format.stored.representation,
-            photometricInterpretation: format.photometric, rescaleSlope: format.slope, rescaleIntercept: format.intercept,
+            photometricInterpretation: format.photometric, rescaleSlope: slope, rescaleIntercept: intercept,
             pixelPaddingValue: try padding(Tag.pixelPaddingValue, "PixelPaddingValue", format.stored),
             pixelPaddingRangeLimit: try padding(Tag.pixelPaddingRangeLimit, "PixelPaddingRangeLimit", format.stored),
             storedWindow: storedWindow, storedValues: stored)
     }
 
-    private func storedValues(rows: Int, columns: Int, format: StoredFormat) throws(DICOMError) -> [Int32] {
-        let count = rows * columns
+    private func storedValues(_ image: ImageFormat, frame index: Int) throws(DICOMError) -> [Int32] {
+        let format = image.stored
+        let count = image.rows * image.columns
         let bitsAllocated = format.bitsAllocated
         var data: UnsafePointer<UInt8>?
         var length = 0
-        let status = cdcmtk_pixel_data(handle, UInt32(rows), UInt32(columns), UInt32(bitsAllocated), &data, &length)
+        let status = cdcmtk_pixel_data(handle, UInt32(image.rows), UInt32(image.columns), UInt32(bitsAllocated), UInt(index),
+                                       UInt(image.frames), &data, &length)
         guard status == CDCMTK_OK, let data else {
             if status == CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX {
                 throw .unsupportedTransferSyntax(uid: String(cString: cdcmtk_transfer_syntax(handle)))
@@ -294,6 +347,30 @@ private final class DCMTKObject {
         }
     }
 
+    /// A string attribute of frame `index` (0-based): from the functional group `macro` (per-frame, then
+    /// shared) when the object has one, else the top-level attribute, so single-frame objects read as before.
+    private func frameString(_ index: Int, _ macro: (UInt16, UInt16), _ tag: (UInt16, UInt16), _ name: String)
+        throws(DICOMError) -> String?
+    {
+        var buffer = [CChar](repeating: 0, count: 1024)
+        var length = 0
+        let status = cdcmtk_frame_string(handle, UInt(index), macro.0, macro.1, tag.0, tag.1, &buffer, buffer.count, &length)
+        switch status {
+        case CDCMTK_OK:
+            let trimmed = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self).trimmingSpacesAndNULs()
+            return trimmed.isEmpty ? nil : trimmed
+        case CDCMTK_ABSENT: return try string(tag, name)
+        case CDCMTK_BAD_VALUE: throw .invalidAttribute(name)
+        default: throw DICOMError(status)
+        }
+    }
+
+    private func frameDecimals(_ index: Int, _ macro: (UInt16, UInt16), _ tag: (UInt16, UInt16), _ name: String, count: Int? = nil)
+        throws(DICOMError) -> [Double]?
+    {
+        try decimals(frameString(index, macro, tag, name), name, count: count)
+    }
+
     private func integer(_ tag: (UInt16, UInt16), _ name: String) throws(DICOMError) -> Int? {
         var value: Int64 = 0
         let status = cdcmtk_integer(handle, tag.0, tag.1, 0, &value)
@@ -309,7 +386,11 @@ private final class DCMTKObject {
 
     /// A decimal string (DS) attribute's values; `count` demands exactly that many.
     private func decimals(_ tag: (UInt16, UInt16), _ name: String, count: Int? = nil) throws(DICOMError) -> [Double]? {
-        guard let text = try string(tag, name) else { return nil }
+        try decimals(string(tag, name), name, count: count)
+    }
+
+    private func decimals(_ text: String?, _ name: String, count: Int?) throws(DICOMError) -> [Double]? {
+        guard let text else { return nil }
         var values: [Double] = []
         for part in text.split(separator: "\\", omittingEmptySubsequences: false) {
             guard let value = Double(String(part).trimmingSpacesAndNULs()), value.isFinite else {

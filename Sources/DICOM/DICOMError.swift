@@ -9,6 +9,8 @@ public enum DICOMError: Error, Equatable, Sendable {
     case unsupportedPhotometricInterpretation(String)
     case unsupportedPixelFormat(samplesPerPixel: Int, bitsAllocated: Int)
     case multiFrame(frames: Int)
+    case tooManyFrames(Int)
+    case frameOutOfRange(frame: Int, frames: Int)
     case modalityLUTSequence
     case missingAttribute(String)
     case invalidAttribute(String)
@@ -31,6 +33,8 @@ public enum DICOMError: Error, Equatable, Sendable {
         case .unsupportedPhotometricInterpretation: "unsupported-photometric-interpretation"
         case .unsupportedPixelFormat: "unsupported-pixel-format"
         case .multiFrame: "multi-frame"
+        case .tooManyFrames: "too-many-frames"
+        case .frameOutOfRange: "frame-out-of-range"
         case .modalityLUTSequence: "unsupported-modality-lut"
         case .missingAttribute: "missing-attribute"
         case .invalidAttribute: "invalid-attribute"
@@ -61,7 +65,11 @@ public enum DICOMError: Error, Equatable, Sendable {
         case .unsupportedPixelFormat(let samples, let bits):
             "Pixel format with \(samples) sample(s) per pixel and \(bits) bits allocated is not supported; expected 1 sample of 8 or 16 bits."
         case .multiFrame(let frames):
-            "Multi-frame objects (\(frames) frames) are rejected; send one single-frame instance per slice."
+            "Multi-frame objects (\(frames) frames) are not triaged yet; send one single-frame instance per slice."
+        case .tooManyFrames(let frames):
+            "NumberOfFrames is \(frames); at most \(CTSlice.maximumFrames) frames per object are accepted."
+        case .frameOutOfRange(let frame, let frames):
+            "Frame \(frame) does not exist; the object has \(frames) frame(s), numbered from 1."
         case .modalityLUTSequence:
             "The object maps stored values through a Modality LUT Sequence, which is not supported; Hounsfield units need RescaleSlope/RescaleIntercept."
         case .missingAttribute(let name):

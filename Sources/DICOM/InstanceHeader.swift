@@ -12,14 +12,15 @@ public struct InstanceHeader: Sendable, Equatable {
     public var instanceNumber: Int?
     /// ImageType's values, upper-cased (`ORIGINAL`, `PRIMARY`, `AXIAL`...).
     public var imageType: [String]
-    public var imagePositionPatient: [Double]?
-    public var imageOrientationPatient: [Double]?
+    /// Each frame's plane, in frame order: one for a single-frame object; a multi-frame one's from its
+    /// Plane Position and Plane Orientation functional groups. Every frame is a slice.
+    public var frames: [FramePlane]
     public var sliceThickness: Double?
     public var convolutionKernel: String?
     public var seriesDescription: String?
     public var bodyPartExamined: String?
     public var hasPixelData: Bool
-    /// Why the pixel decoder would refuse this image (multi-frame, colour,
+    /// Why the pixel decoder would refuse this image (colour,
     /// a transfer syntax without a codec...); nil when it can decode it or
     /// when there are no pixels.
     public var unsupportedImage: DICOMError?
@@ -31,7 +32,7 @@ public struct InstanceHeader: Sendable, Equatable {
         studyInstanceUID: String, seriesInstanceUID: String, sopInstanceUID: String, sopClassUID: String? = nil,
         modality: String? = "CT", transferSyntaxUID: String = "1.2.840.10008.1.2.1", seriesNumber: Int? = nil,
         instanceNumber: Int? = nil, imageType: [String] = [], imagePositionPatient: [Double]? = nil,
-        imageOrientationPatient: [Double]? = nil, sliceThickness: Double? = nil, convolutionKernel: String? = nil,
+        imageOrientationPatient: [Double]? = nil, frames: [FramePlane]? = nil, sliceThickness: Double? = nil, convolutionKernel: String? = nil,
         seriesDescription: String? = nil, bodyPartExamined: String? = nil, hasPixelData: Bool = true,
         unsupportedImage: DICOMError? = nil, urgent: Bool = false, study: StudyAttributes = StudyAttributes()
     ) {
@@ -44,8 +45,8 @@ public struct InstanceHeader: Sendable, Equatable {
         self.seriesNumber = seriesNumber
         self.instanceNumber = instanceNumber
         self.imageType = imageType
-        self.imagePositionPatient = imagePositionPatient
-        self.imageOrientationPatient = imageOrientationPatient
+        self.frames = frames ?? [FramePlane(imagePositionPatient: imagePositionPatient, imageOrientationPatient: imageOrientationPatient)]
+        precondition(!self.frames.isEmpty, "an image has at least one frame")
         self.sliceThickness = sliceThickness
         self.convolutionKernel = convolutionKernel
         self.seriesDescription = seriesDescription
@@ -54,6 +55,23 @@ public struct InstanceHeader: Sendable, Equatable {
         self.unsupportedImage = unsupportedImage
         self.urgent = urgent
         self.study = study
+    }
+
+    /// The first frame's plane: what the series rules judge the object by.
+    public var imagePositionPatient: [Double]? { frames[0].imagePositionPatient }
+    public var imageOrientationPatient: [Double]? { frames[0].imageOrientationPatient }
+    public var sliceNormal: [Double]? { frames[0].sliceNormal }
+    public var position: Double? { frames[0].position }
+}
+
+/// Where one frame lies in the patient.
+public struct FramePlane: Sendable, Equatable {
+    public var imagePositionPatient: [Double]?
+    public var imageOrientationPatient: [Double]?
+
+    public init(imagePositionPatient: [Double]?, imageOrientationPatient: [Double]?) {
+        self.imagePositionPatient = imagePositionPatient
+        self.imageOrientationPatient = imageOrientationPatient
     }
 
     /// The unit normal of the slice plane (row direction x column direction), if the orientation is usable.

@@ -25,6 +25,44 @@ import Testing
         #expect(slice.hounsfieldUnits() == values.map { Float(Int($0) - 1024) })
     }
 
+    /// Each frame of an Enhanced CT object is a slice with its own plane and rescale, from the
+    /// per-frame functional groups, and the shared ones for what all frames have in common.
+    @Test func decodesEachFrameWithItsFunctionalGroups() throws {
+        let bytes = DICOMWriter.enhancedCT(intercepts: [-1024, -1000, 0]).bytes()
+        for frame in 1...3 {
+            let slice = try DICOMDecoder.decode(bytes, frame: frame)
+            #expect(slice.frameNumber == frame)
+            #expect(slice.imagePositionPatient == [-125, -120, Double(10 * frame)])
+            #expect(slice.imageOrientationPatient == [1, 0, 0, 0, 1, 0])
+            #expect(slice.pixelSpacing == [0.5, 0.5])
+            #expect(slice.rescaleIntercept == [-1024, -1000, 0][frame - 1])
+            #expect(slice.storedValues == (0..<12).map { Int32((frame - 1) * 1000 + $0) })
+        }
+        #expect(throws: DICOMError.multiFrame(frames: 3)) { try DICOMDecoder.decode(bytes) }
+        #expect(throws: DICOMError.frameOutOfRange(frame: 4, frames: 3)) { try DICOMDecoder.decode(bytes, frame: 4) }
+        #expect(throws: DICOMError.frameOutOfRange(frame: 0, frames: 3)) { try DICOMDecoder.decode(bytes, frame: 0) }
+        let several = bytes.withUnsafeBytes { DICOMDecoder.decode($0, frames: [3, 1, 9]) }
+        #expect(try several[0].get().storedValues.first == 2000)
+        #expect(try several[1].get().storedValues.first == 0)
+        #expect(throws: DICOMError.frameOutOfRange(frame: 9, frames: 3)) { try several[2].get() }
+    }
+
+    @Test func headerListsEveryFramesPlane() throws {
+        let header = try DICOMDecoder.header(DICOMWriter.enhancedCT(intercepts: [-1024, -1024]).bytes())
+        #expect(header.frames.map(\.position) == [10, 20])
+        #expect(header.frames.allSatisfy { $0.sliceNormal == [0, 0, 1] })
+        #expect(header.sliceThickness == 5)
+        #expect(header.convolutionKernel == "STANDARD")
+        #expect(header.unsupportedImage == .multiFrame(frames: 2))
+    }
+
+    @Test func singleFrameObjectsAreFrameOne() throws {
+        let bytes = DICOMWriter.ct().bytes()
+        #expect(try DICOMDecoder.decode(bytes).frameNumber == 1)
+        #expect(try DICOMDecoder.header(bytes).frames.count == 1)
+        #expect(throws: DICOMError.frameOutOfRange(frame: 2, frames: 1)) { try DICOMDecoder.decode(bytes, frame: 2) }
+    }
+
     @Test func decodesWithoutPreamble() throws {
         let slice = try DICOMDecoder.decode(DICOMWriter.ct().bytes(preamble: false))
         #expect(slice.storedValues.count == 12)
@@ -76,7 +114,9 @@ import Testing
         ("huge image", { $0.us(0x0028, 0x0010, 60000); $0.us(0x0028, 0x0011, 60000) },
          .absurdDimensions(rows: 60000, columns: 60000)),
         ("short pixel data", { $0.us(0x0028, 0x0010, 300) }, .pixelDataTooShort(expected: 2400, actual: 24)),
-        ("multi-frame", { $0.string(0x0028, 0x0008, "IS", "2") }, .multiFrame(frames: 2)),
+        ("two frames, pixels for one", { $0.string(0x0028, 0x0008, "IS", "2") }, .pixelDataTooShort(expected: 48, actual: 24)),
+        ("too many frames", { $0.string(0x0028, 0x0008, "IS", "5000") }, .tooManyFrames(5000)),
+        ("zero frames", { $0.string(0x0028, 0x0008, "IS", "0") }, .invalidAttribute("NumberOfFrames")),
         ("RGB", { $0.us(0x0028, 0x0002, 3); $0.string(0x0028, 0x0004, "CS", "RGB") },
          .unsupportedPixelFormat(samplesPerPixel: 3, bitsAllocated: 16)),
         ("palette", { $0.string(0x0028, 0x0004, "CS", "PALETTE COLOR") },
@@ -160,7 +200,6 @@ import Testing
     }
 
     static let unsupported: [(String, Edit, DICOMError)] = [
-        ("multi-frame", { $0.string(0x0028, 0x0008, "IS", "2") }, .multiFrame(frames: 2)),
         ("RGB", { $0.us(0x0028, 0x0002, 3); $0.string(0x0028, 0x0004, "CS", "RGB") },
          .unsupportedPixelFormat(samplesPerPixel: 3, bitsAllocated: 16)),
         ("modality LUT", { $0.set(0x0028, 0x3000, "SQ", []) }, .modalityLUTSequence),

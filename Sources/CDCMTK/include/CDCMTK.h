@@ -74,13 +74,23 @@ cdcmtk_status cdcmtk_has_pixel_data(const cdcmtk_object *object);
 /// needed, or a registered one). CDCMTK_NO_PIXEL_DATA when there is none.
 cdcmtk_status cdcmtk_pixel_info(const cdcmtk_object *object, int *encapsulated, size_t *native_length, int *decodable);
 
-/// Decompresses the pixel data to explicit little endian (once) and points
-/// `*data` at the native-byte-order values, valid until `cdcmtk_free`.
-/// `bits_allocated` selects 8- or 16-bit word access. A JPEG 2000 codestream
-/// whose header disagrees with `rows`, `columns` and `bits_allocated` (or has
-/// more than one component) is CDCMTK_PIXEL_DATA_MISMATCH, before any decoding.
+/// Points `*data` at frame `frame` (0-based) of `frames`, as native-byte-order values; `*length`
+/// counts the bytes from there to the end of the decoded values. Valid until the next call or
+/// `cdcmtk_free`. Native pixel data is not copied; a single-frame compressed object is
+/// decompressed once in place; a multi-frame compressed object has one frame decoded per call.
+/// `bits_allocated` selects 8- or 16-bit word access. A JPEG 2000 codestream whose header
+/// disagrees with `rows`, `columns` and `bits_allocated` (or has more than one component) is
+/// CDCMTK_PIXEL_DATA_MISMATCH, before any decoding.
 cdcmtk_status cdcmtk_pixel_data(cdcmtk_object *object, unsigned rows, unsigned columns, unsigned bits_allocated,
-                                const uint8_t **data, size_t *length);
+                                unsigned long frame, unsigned long frames, const uint8_t **data, size_t *length);
+
+/// Copies a string attribute that a multi-frame object's functional groups hold for frame `frame`
+/// (0-based): `group,element` inside the first item of the macro sequence `macro_group,macro_element`,
+/// looked up in the frame's Per-Frame Functional Groups item, then in the Shared Functional Groups.
+/// CDCMTK_ABSENT when neither has it. Buffer handling as `cdcmtk_string`.
+cdcmtk_status cdcmtk_frame_string(const cdcmtk_object *object, unsigned long frame, uint16_t macro_group,
+                                  uint16_t macro_element, uint16_t group, uint16_t element, char *buffer, size_t capacity,
+                                  size_t *length);
 
 #ifdef __cplusplus
 }

@@ -45,7 +45,7 @@ enum IngestRoutes {
     /// Status and slug for a rejected single upload.
     static func problem(_ error: DICOMError) -> Problem {
         switch error {
-        case .unsupportedTransferSyntax, .unsupportedPhotometricInterpretation, .unsupportedPixelFormat, .multiFrame,
+        case .unsupportedTransferSyntax, .unsupportedPhotometricInterpretation, .unsupportedPixelFormat, .multiFrame, .tooManyFrames,
              .modalityLUTSequence:
             Problem(422, error.type, error.detail)
         case .outOfMemory:

@@ -19,6 +19,16 @@ public struct DICOMWriter {
         set(0x7FE0, 0x0010, "OW", values.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] })
     }
 
+    /// A sequence of items with explicit lengths, each item's elements in ascending tag order.
+    public mutating func sequence(_ group: UInt16, _ element: UInt16, _ items: [DICOMWriter]) {
+        var value: [UInt8] = []
+        for item in items {
+            let body = item.dataSet()
+            value += le16(0xFFFE) + le16(0xE000) + le32(UInt32(body.count)) + body
+        }
+        set(group, element, "SQ", value)
+    }
+
     public mutating func set(_ group: UInt16, _ element: UInt16, _ vr: String, _ value: [UInt8]) {
         remove(group, element)
         elements.append((group, element, vr, value))
@@ -39,6 +49,11 @@ public struct DICOMWriter {
             append(&out, 0x0002, 0x0000, "UL", le32(UInt32(meta.count)))
             out += meta
         }
+        return out + dataSet()
+    }
+
+    private func dataSet() -> [UInt8] {
+        var out: [UInt8] = []
         for e in elements.sorted(by: { ($0.group, $0.element) < ($1.group, $1.element) }) {
             append(&out, e.group, e.element, e.vr, e.value)
         }
@@ -84,6 +99,45 @@ public struct DICOMWriter {
         let count = Int(rows) * Int(columns)
         let pixels = values ?? (0..<count).map { Int16($0 * 100 - 500) }
         w.pixels16(pixels.map { UInt16(bitPattern: $0) })
+        return w
+    }
+
+    /// An Enhanced CT object of `frames.count` 3x4 frames: orientation and pixel measures shared, each frame's
+    /// position (z = 10 * frame number) and rescale intercept (`frames[i]`) in its per-frame functional group,
+    /// frame i's stored values `i * 1000 + k` for pixel k.
+    public static func enhancedCT(intercepts: [Double]) -> DICOMWriter {
+        var w = ct()
+        w.string(0x0008, 0x0016, "UI", "1.2.840.10008.5.1.4.1.1.2.1")
+        w.string(0x0008, 0x0008, "CS", "ORIGINAL\\PRIMARY\\AXIAL\\NONE")
+        for tag: UInt16 in [0x0032, 0x0037] { w.remove(0x0020, tag) }
+        for tag: UInt16 in [0x0030] { w.remove(0x0028, tag) }
+        for tag: UInt16 in [0x1050, 0x1051, 0x1052, 0x1053] { w.remove(0x0028, tag) }
+        w.string(0x0028, 0x0008, "IS", "\(intercepts.count)")
+        func item(_ tag: (UInt16, UInt16), _ vr: String, _ text: String) -> DICOMWriter {
+            var item = DICOMWriter()
+            item.string(tag.0, tag.1, vr, text)
+            return item
+        }
+        var shared = DICOMWriter()
+        shared.sequence(0x0020, 0x9116, [item((0x0020, 0x0037), "DS", "1\\0\\0\\0\\1\\0")])
+        var measures = DICOMWriter()
+        measures.string(0x0018, 0x0050, "DS", "5")
+        measures.string(0x0028, 0x0030, "DS", "0.5\\0.5")
+        shared.sequence(0x0028, 0x9110, [measures])
+        var reconstruction = DICOMWriter()
+        reconstruction.string(0x0018, 0x1210, "SH", "STANDARD")
+        shared.sequence(0x0018, 0x9314, [reconstruction])
+        w.sequence(0x5200, 0x9229, [shared])
+        w.sequence(0x5200, 0x9230, intercepts.enumerated().map { i, intercept in
+            var perFrame = DICOMWriter()
+            perFrame.sequence(0x0020, 0x9113, [item((0x0020, 0x0032), "DS", "-125\\-120\\\(10 * (i + 1))")])
+            var transform = DICOMWriter()
+            transform.string(0x0028, 0x1052, "DS", "\(intercept)")
+            transform.string(0x0028, 0x1053, "DS", "1")
+            perFrame.sequence(0x0028, 0x9145, [transform])
+            return perFrame
+        })
+        w.pixels16(intercepts.indices.flatMap { i in (0..<12).map { UInt16(i * 1000 + $0) } })
         return w
     }
 }
