@@ -3,8 +3,8 @@ import CDCMTK
 /// Turns the bytes of one DICOM object into a `CTSlice`. The only importer of `CDCMTK`.
 public enum DICOMDecoder {
     /// Decodes frame `frame` (1-based) of a single-sample greyscale image; without a frame number the
-    /// object must be single-frame (`multiFrame` otherwise: the service does not yet identify slices by
-    /// frame). Any modality is decoded; deciding that only CT is accepted belongs to the caller.
+    /// object must be single-frame (`multiFrame` otherwise: which frame is meant is the caller's to say).
+    /// Any modality is decoded; deciding that only CT is accepted belongs to the caller.
     public static func decode(_ bytes: UnsafeRawBufferPointer, frame: Int? = nil) throws(DICOMError) -> CTSlice {
         let object = try DCMTKObject(bytes)
         let format = try object.decodableFormat()
@@ -129,8 +129,6 @@ private final class DCMTKObject {
         var unsupported: DICOMError?
         if hasPixelData, case .unsupported(let error) = try imageFormat() { unsupported = error }
         let frameCount = try frameCount()
-        // Frames decode (`decode(_:frame:)`), but slices are not yet stored per frame: ingest skips such objects.
-        if hasPixelData, unsupported == nil, frameCount > 1 { unsupported = .multiFrame(frames: frameCount) }
         let planes = try (0..<frameCount).map { (index) throws(DICOMError) in
             FramePlane(imagePositionPatient: try frameDecimals(index, Tag.planePositionSequence, Tag.imagePositionPatient,
                                                                "ImagePositionPatient", count: 3),

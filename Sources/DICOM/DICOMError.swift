@@ -65,7 +65,7 @@ public enum DICOMError: Error, Equatable, Sendable {
         case .unsupportedPixelFormat(let samples, let bits):
             "Pixel format with \(samples) sample(s) per pixel and \(bits) bits allocated is not supported; expected 1 sample of 8 or 16 bits."
         case .multiFrame(let frames):
-            "Multi-frame objects (\(frames) frames) are not triaged yet; send one single-frame instance per slice."
+            "The object holds \(frames) frames; name the frame to decode (1 to \(frames))."
         case .tooManyFrames(let frames):
             "NumberOfFrames is \(frames); at most \(CTSlice.maximumFrames) frames per object are accepted."
         case .frameOutOfRange(let frame, let frames):

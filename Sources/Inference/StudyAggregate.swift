@@ -1,14 +1,17 @@
 /// One slice as the study view needs it: where it lies and what the model said.
 public struct SliceResult: Sendable, Equatable {
     public var sopInstanceUID: String
+    /// 1-based; frame 1 of a single-frame instance.
+    public var frameNumber: Int
     public var instanceNumber: Int?
     /// Millimetres along the patient axis (see `InstanceHeader.position`).
     public var position: Double?
     /// Six probabilities in label order; nil while queued or when it failed.
     public var probabilities: [Float]?
 
-    public init(sopInstanceUID: String, instanceNumber: Int?, position: Double?, probabilities: [Float]?) {
+    public init(sopInstanceUID: String, frameNumber: Int = 1, instanceNumber: Int?, position: Double?, probabilities: [Float]?) {
         self.sopInstanceUID = sopInstanceUID
+        self.frameNumber = frameNumber
         self.instanceNumber = instanceNumber
         self.position = position
         self.probabilities = probabilities
@@ -54,8 +57,8 @@ public enum StudyAggregate {
         }
     }
 
-    /// Slices in anatomical order: by position, then instance number, then UID;
-    /// slices without a position follow those with one.
+    /// Slices in anatomical order: by position, then instance number, then UID
+    /// and frame number; slices without a position follow those with one.
     public static func ordered(_ slices: [SliceResult]) -> [SliceResult] {
         slices.sorted { a, b in
             switch (a.position, b.position) {
@@ -68,7 +71,7 @@ public enum StudyAggregate {
             case let (x?, y?) where x != y: return x < y
             case (.some, nil): return true
             case (nil, .some): return false
-            default: return a.sopInstanceUID < b.sopInstanceUID
+            default: return (a.sopInstanceUID, a.frameNumber) < (b.sopInstanceUID, b.frameNumber)
             }
         }
     }

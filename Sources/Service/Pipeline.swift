@@ -124,13 +124,15 @@ final class Pipeline: @unchecked Sendable {
             for (record, isNew) in zip(records, inserted) {
                 if let spoolName = record.spoolName {
                     if isNew {
-                        jobs.append(Job(sopInstanceUID: record.sopInstanceUID, studyInstanceUID: record.studyInstanceUID,
-                                        spoolName: spoolName, receivedAt: now, urgent: urgent.contains(record.studyInstanceUID)))
+                        jobs += record.frames.map {
+                            Job(sopInstanceUID: record.sopInstanceUID, frameNumber: $0.number, studyInstanceUID: record.studyInstanceUID,
+                                spoolName: spoolName, receivedAt: now, urgent: urgent.contains(record.studyInstanceUID))
+                        }
                     } else {
                         spool.remove(spoolName)
                     }
                 } else if isNew, let reason = record.skipReason {
-                    skipped[reason, default: 0] += 1
+                    skipped[reason, default: 0] += record.frames.count
                 }
             }
             for (reason, count) in skipped { metrics.skipped(reason, count: count) }
@@ -164,6 +166,9 @@ final class Pipeline: @unchecked Sendable {
     private func record(_ item: IngestItem, spoolName: String?, receivedAt: Double) -> NewInstance {
         let h = item.header
         let study = h.study
+        // Every frame of an image is a slice; an object that is no image the decoder reads is one row, whatever
+        // NumberOfFrames says (a colour cine, say, is one skipped object, not hundreds of skipped slices).
+        let planes = h.hasPixelData && h.unsupportedImage == nil ? h.frames : [h.frames[0]]
         let original: Bool? = switch h.imageType.first {
         case "ORIGINAL": true
         case "DERIVED": false
@@ -171,7 +176,8 @@ final class Pipeline: @unchecked Sendable {
         }
         return NewInstance(
             sopInstanceUID: h.sopInstanceUID, studyInstanceUID: h.studyInstanceUID, seriesInstanceUID: h.seriesInstanceUID,
-            sopClassUID: h.sopClassUID ?? "", instanceNumber: h.instanceNumber, position: h.position, normal: h.sliceNormal,
+            sopClassUID: h.sopClassUID ?? "", instanceNumber: h.instanceNumber,
+            frames: planes.enumerated().map { NewFrame(number: $0.offset + 1, position: $0.element.position, normal: $0.element.sliceNormal) },
             spoolName: spoolName,
             skipReason: item.skipReason, receivedAt: receivedAt, urgent: h.urgent,
             series: SeriesDetails(seriesNumber: h.seriesNumber, modality: h.modality, original: original,
@@ -189,30 +195,45 @@ final class Pipeline: @unchecked Sendable {
         }
     }
 
-    /// One batch on the batcher's thread: decode the spooled files, one forward
-    /// pass, results and job completion in one transaction, then drop the files.
+    /// One batch on the batcher's thread: decode the spooled files (each once, however many of its frames
+    /// the batch holds), one forward pass, results and job completion in one transaction, then drop the
+    /// files no queued frame still needs.
     private func process(_ jobs: [Job]) {
         guard let classify = lock.withLock({ classify }) else { return }
         let start = ContinuousClock.now
-        var outcomes: [Outcome] = []
+        var outcomes: [CompletedJob] = []
         var slices: [CTSlice] = []
         var sliceJobs: [Job] = []
         var unreadable: [Job] = []
         var readError: (any Error)?
+        var files: [String: [Job]] = [:]
+        var order: [String] = []
         for job in jobs {
+            if files[job.spoolName] == nil { order.append(job.spoolName) }
+            files[job.spoolName, default: []].append(job)
+        }
+        for name in order {
+            let frames = files[name]!
             do {
-                let data = try spool.read(job.spoolName)
-                slices.append(try data.withUnsafeBytes { try DICOMDecoder.decode($0) })
-                sliceJobs.append(job)
-            } catch let error as DICOMError {
-                outcomes.append((job.sopInstanceUID, job.spoolName, .failed(type: error.type, detail: error.detail)))
+                let data = try spool.read(name)
+                let decoded = data.withUnsafeBytes { DICOMDecoder.decode($0, frames: frames.map(\.frameNumber)) }
+                for (job, result) in zip(frames, decoded) {
+                    switch result {
+                    case .success(let slice):
+                        slices.append(slice)
+                        sliceJobs.append(job)
+                    case .failure(let error):
+                        outcomes.append(CompletedJob(job, .failed(type: error.type, detail: error.detail)))
+                    }
+                }
             } catch ServiceError.spool(_, let code) where code == ENOENT {
-                // The study was deleted while its job waited; its row is gone, so this is not recorded.
-                outcomes.append((job.sopInstanceUID, job.spoolName,
-                                 .failed(type: "spool-missing", detail: "The uploaded file is no longer in the spool.")))
+                // The study was deleted while its jobs waited; their rows are gone, so this is not recorded.
+                outcomes += frames.map {
+                    CompletedJob($0, .failed(type: "spool-missing", detail: "The uploaded file is no longer in the spool."))
+                }
             } catch {
-                // The file is there but cannot be read now (EIO, say): the job stays queued and is tried again.
-                unreadable.append(job)
+                // The file is there but cannot be read now (EIO, say): the jobs stay queued and are tried again.
+                unreadable += frames
                 readError = error
             }
         }
@@ -224,18 +245,16 @@ final class Pipeline: @unchecked Sendable {
         }
         do {
             let probabilities = try classify(slices)
-            outcomes += zip(sliceJobs, probabilities).map { ($0.sopInstanceUID, $0.spoolName, .done(probabilities: $1)) }
+            outcomes += zip(sliceJobs, probabilities).map { CompletedJob($0, .done(probabilities: $1)) }
         } catch {
             let type = (error as? NeuralNetError)?.type ?? "inference-error"
             logger.error("forward pass failed", metadata: ["type": "\(type)", "slices": "\(slices.count)"])
-            outcomes += sliceJobs.map {
-                ($0.sopInstanceUID, $0.spoolName, .failed(type: "inference-error", detail: "The forward pass failed (\(type))."))
-            }
+            outcomes += sliceJobs.map { CompletedJob($0, .failed(type: "inference-error", detail: "The forward pass failed (\(type)).")) }
         }
         metrics.batchSize.record(Double(slices.count))
         metrics.inferenceDuration.record(ContinuousClock.now - start)
-        guard let recorded = store(outcomes, studies: Set(jobs.map(\.studyInstanceUID))) else { return }
-        for result in outcomes { spool.remove(result.spoolName) }
+        guard let (recorded, released) = store(outcomes, studies: Set(jobs.map(\.studyInstanceUID))) else { return }
+        for name in released { spool.remove(name) }
         var done = 0
         var failed = 0
         for (result, wasRecorded) in zip(outcomes, recorded) where wasRecorded {
@@ -245,8 +264,6 @@ final class Pipeline: @unchecked Sendable {
         metrics.processed("failed", count: failed)
         metrics.queueDepth.set(Double(batcher.depth))
     }
-
-    typealias Outcome = (sopInstanceUID: String, spoolName: String, outcome: JobOutcome)
 
     /// After a successful commit: the files kept after failed ones that have no job row are removed. One with
     /// a row (its commit was durable after all) stays for the next start's recovery to queue.
@@ -271,20 +288,21 @@ final class Pipeline: @unchecked Sendable {
     /// Commits a batch's outcomes, retrying as `CommitRetry` says (giving up would
     /// leave the jobs queued until a restart) until shutdown, after which the jobs stay
     /// queued with their spool files and run again on the next start (nil).
-    /// Returns per outcome whether it was recorded (not for a deleted study's job).
-    private func store(_ outcomes: [Outcome], studies: Set<String>) -> [Bool]? {
+    /// Returns per outcome whether it was recorded (not for a deleted study's job), and the spool files
+    /// no queued job needs any more.
+    private func store(_ outcomes: [CompletedJob], studies: Set<String>) -> ([Bool], [String])? {
         var retry = CommitRetry()
         while true {
             do {
                 let time = clock.now()
-                let recorded = try writer.write { db in
+                let (recorded, released) = try writer.write { db in
                     let recorded = try JobQueue.complete(db, outcomes, model: modelID, at: time)
                     try summarize(db, studies: studies)
-                    return recorded
+                    return (recorded, try JobQueue.releasable(db, spoolFiles: outcomes.map(\.spoolName)))
                 }
                 removeUnsureFiles()
                 if retry.failures > 0 { logger.notice("results stored after retrying", metadata: ["attempts": "\(retry.failures + 1)"]) }
-                return recorded
+                return (recorded, released)
             } catch {
                 metrics.error("database")
                 let (delay, log) = retry.failed()

@@ -58,14 +58,41 @@ enum Representation {
         ])
     }
 
-    static func instance(_ record: InstanceRecord, model: JSONValue) -> JSONValue {
-        .object([
-            ("sopInstanceUID", .string(record.sopInstanceUID)), ("studyInstanceUID", .string(record.studyInstanceUID)),
-            ("seriesInstanceUID", .string(record.seriesInstanceUID)), ("instanceNumber", .int(record.instanceNumber)),
-            ("position", .double(record.position)), ("receivedAt", time(record.receivedAt)),
-            ("status", .string(state(record.state))), ("probabilities", probabilities(record.probabilities)),
-            ("error", error(record)), ("skipReason", .string(record.skipReason)), ("model", model),
+    /// An instance from its frames' rows (one for a single-frame instance): the top level is the whole
+    /// object (status queued while any frame is, probabilities the per-label maxima over its frames, the
+    /// first failed frame's error when none has a result), `frames` each slice.
+    static func instance(_ frames: [InstanceRecord], model: JSONValue) -> JSONValue {
+        let first = frames[0]
+        let done = frames.compactMap(\.probabilities)
+        let maxima = done.isEmpty ? nil : done.dropFirst().reduce(done[0]) { zip($0, $1).map { max($0, $1) } }
+        let status: InstanceState =
+            if frames.contains(where: { $0.state == .queued }) { .queued }
+            else if !done.isEmpty { .done }
+            else if frames.contains(where: { $0.state == .failed }) { .failed }
+            else { .skipped }
+        return .object([
+            ("sopInstanceUID", .string(first.sopInstanceUID)), ("studyInstanceUID", .string(first.studyInstanceUID)),
+            ("seriesInstanceUID", .string(first.seriesInstanceUID)), ("instanceNumber", .int(first.instanceNumber)),
+            ("position", .double(first.position)), ("receivedAt", time(first.receivedAt)),
+            ("status", .string(state(status))), ("probabilities", probabilities(maxima)),
+            ("error", status == .failed ? error(frames.first { $0.state == .failed }!) : .null),
+            ("skipReason", .string(first.skipReason)),
+            ("numberOfFrames", .int(frames.count)),
+            ("frames", .array(frames.map { frame in
+                .object([
+                    ("frameNumber", .int(frame.frameNumber)), ("position", .double(frame.position)),
+                    ("status", .string(state(frame.state))), ("probabilities", probabilities(frame.probabilities)),
+                    ("error", error(frame)),
+                ])
+            })),
+            ("model", model),
         ])
+    }
+
+    /// The slice a label's maximum comes from: the instance and, for a multi-frame one, its frame.
+    static func slice(_ slice: SliceResult) -> JSONValue {
+        .object([("sopInstanceUID", .string(slice.sopInstanceUID)), ("frameNumber", .int(slice.frameNumber)),
+                 ("instanceNumber", .int(slice.instanceNumber))])
     }
 
     /// Where a study stands, from its counts (skipped instances have nothing left to do).
@@ -90,9 +117,7 @@ enum Representation {
                 ("label", .string(label.label)), ("probability", .float(label.probability)),
                 ("threshold", .double(label.threshold)), ("positive", .bool(label.positive)),
                 ("slicesAboveThreshold", .int(label.slicesAboveThreshold)),
-                ("maxSlice", label.maxSlice.map { slices[$0] }.map {
-                    .object([("sopInstanceUID", .string($0.sopInstanceUID)), ("instanceNumber", .int($0.instanceNumber))])
-                } ?? .null),
+                ("maxSlice", label.maxSlice.map { slice(slices[$0]) } ?? .null),
             ])
         })
     }
@@ -117,7 +142,8 @@ enum Representation {
                     ("seriesInstanceUID", .string(series.record.seriesInstanceUID)),
                     ("seriesNumber", .int(series.record.details.seriesNumber)),
                     ("modality", .string(series.record.details.modality)),
-                    ("instances", .int(series.instances.count)),
+                    ("instances", .int(Set(series.instances.map(\.sopInstanceUID)).count)),
+                    ("slices", .int(series.instances.count)),
                     ("role", .string(series.role.rawValue)),
                     ("reason", .string(series.reason)),
                     ("labels", series.labels.map { labels($0, slices: series.slices) } ?? .null),
@@ -126,7 +152,8 @@ enum Representation {
             })),
             ("slices", .array(view.series.flatMap(\.instances).map { record in
                 .object([
-                    ("sopInstanceUID", .string(record.sopInstanceUID)), ("seriesInstanceUID", .string(record.seriesInstanceUID)),
+                    ("sopInstanceUID", .string(record.sopInstanceUID)), ("frameNumber", .int(record.frameNumber)),
+                    ("seriesInstanceUID", .string(record.seriesInstanceUID)),
                     ("instanceNumber", .int(record.instanceNumber)), ("position", .double(record.position)),
                     ("status", .string(state(record.state))), ("probabilities", probabilities(record.probabilities)),
                     ("error", error(record)), ("skipReason", .string(record.skipReason)),

@@ -50,17 +50,32 @@ public struct StudyDetails: Sendable, Equatable {
     }
 }
 
-/// An instance as it is acknowledged: header metadata plus its spool file,
-/// or the reason it is skipped (then there is no spool file).
+/// One frame of an instance as it is stored: each is a slice with its own plane.
+public struct NewFrame: Sendable, Equatable {
+    /// 1-based; a single-frame instance is frame 1.
+    public var number: Int
+    /// Millimetres along `normal`.
+    public var position: Double?
+    /// The slice plane's unit normal, along which `position` is measured.
+    public var normal: [Double]?
+
+    public init(number: Int, position: Double?, normal: [Double]? = nil) {
+        self.number = number
+        self.position = position
+        self.normal = normal
+    }
+}
+
+/// An instance as it is acknowledged: header metadata and its frames plus its
+/// spool file, or the reason it is skipped (then there is no spool file).
+/// Every frame becomes a row; the frames of one object share its spool file.
 public struct NewInstance: Sendable, Equatable {
     public var sopInstanceUID: String
     public var studyInstanceUID: String
     public var seriesInstanceUID: String
     public var sopClassUID: String
     public var instanceNumber: Int?
-    public var position: Double?
-    /// The slice plane's unit normal, along which `position` is measured.
-    public var normal: [Double]?
+    public var frames: [NewFrame]
     public var spoolName: String?
     public var skipReason: String?
     public var receivedAt: Double
@@ -72,18 +87,17 @@ public struct NewInstance: Sendable, Equatable {
 
     public init(
         sopInstanceUID: String, studyInstanceUID: String, seriesInstanceUID: String, sopClassUID: String,
-        instanceNumber: Int?, position: Double?, normal: [Double]? = nil, spoolName: String?, skipReason: String? = nil,
-        receivedAt: Double,
+        instanceNumber: Int?, frames: [NewFrame], spoolName: String?, skipReason: String? = nil, receivedAt: Double,
         urgent: Bool = false, series: SeriesDetails = SeriesDetails(), study: StudyDetails = StudyDetails()
     ) {
         precondition((spoolName == nil) != (skipReason == nil), "an instance is either spooled or skipped")
+        precondition(!frames.isEmpty, "an instance has at least one frame")
         self.sopInstanceUID = sopInstanceUID
         self.studyInstanceUID = studyInstanceUID
         self.seriesInstanceUID = seriesInstanceUID
         self.sopClassUID = sopClassUID
         self.instanceNumber = instanceNumber
-        self.position = position
-        self.normal = normal
+        self.frames = frames
         self.spoolName = spoolName
         self.skipReason = skipReason
         self.receivedAt = receivedAt
@@ -93,8 +107,10 @@ public struct NewInstance: Sendable, Equatable {
     }
 }
 
+/// One stored slice: an instance's frame (frame 1 of a single-frame instance).
 public struct InstanceRecord: Sendable, Equatable {
     public var sopInstanceUID: String
+    public var frameNumber: Int = 1
     public var studyInstanceUID: String
     public var seriesInstanceUID: String
     public var sopClassUID: String
@@ -166,17 +182,20 @@ public struct StudyRecord: Sendable, Equatable {
     public var queued: Int { received - finished }
 }
 
-/// A queued instance waiting for inference.
+/// A queued slice (an instance's frame) waiting for inference.
 public struct Job: Sendable, Equatable {
     public var sopInstanceUID: String
+    public var frameNumber: Int
     public var studyInstanceUID: String
     public var spoolName: String
     public var receivedAt: Double
     /// Its study is urgent (see `NewInstance.urgent`).
     public var urgent: Bool
 
-    public init(sopInstanceUID: String, studyInstanceUID: String, spoolName: String, receivedAt: Double, urgent: Bool = false) {
+    public init(sopInstanceUID: String, frameNumber: Int = 1, studyInstanceUID: String, spoolName: String, receivedAt: Double,
+                urgent: Bool = false) {
         self.sopInstanceUID = sopInstanceUID
+        self.frameNumber = frameNumber
         self.studyInstanceUID = studyInstanceUID
         self.spoolName = spoolName
         self.receivedAt = receivedAt
@@ -188,4 +207,23 @@ public struct Job: Sendable, Equatable {
 public enum JobOutcome: Sendable, Equatable {
     case done(probabilities: [Float])
     case failed(type: String, detail: String)
+}
+
+/// A job's outcome with what identifies the job: its slice and its spool file (see `JobQueue.complete`).
+public struct CompletedJob: Sendable, Equatable {
+    public var sopInstanceUID: String
+    public var frameNumber: Int
+    public var spoolName: String
+    public var outcome: JobOutcome
+
+    public init(_ sopInstanceUID: String, frame: Int = 1, spoolName: String, _ outcome: JobOutcome) {
+        self.sopInstanceUID = sopInstanceUID
+        self.frameNumber = frame
+        self.spoolName = spoolName
+        self.outcome = outcome
+    }
+
+    public init(_ job: Job, _ outcome: JobOutcome) {
+        self.init(job.sopInstanceUID, frame: job.frameNumber, spoolName: job.spoolName, outcome)
+    }
 }

@@ -1,7 +1,7 @@
 /// Read queries behind the study, instance and worklist endpoints.
 public enum ResultStore {
     static let instanceColumns = """
-        sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, instance_number, position,
+        sop_instance_uid, frame_number, study_instance_uid, series_instance_uid, sop_class_uid, instance_number, position,
         received_at, state, \(Schema.probabilityColumns), error_type, error_detail, processed_at, model, skip_reason,
         normal_x, normal_y, normal_z
         """
@@ -38,8 +38,10 @@ public enum ResultStore {
         }
     }
 
-    public static func instance(_ db: Connection, _ sop: String) throws(StorageError) -> InstanceRecord? {
-        try db.statement("SELECT \(instanceColumns) FROM instances WHERE sop_instance_uid = ?").first([.text(sop)], readInstance)
+    /// An instance's frames in frame order; empty when unknown.
+    public static func instance(_ db: Connection, _ sop: String) throws(StorageError) -> [InstanceRecord] {
+        try db.statement("SELECT \(instanceColumns) FROM instances WHERE sop_instance_uid = ? ORDER BY frame_number")
+            .rows([.text(sop)], readInstance)
     }
 
     /// Where a worklist page starts: after the study with this `any` maximum
@@ -90,12 +92,12 @@ public enum ResultStore {
 
     static func readInstance(_ row: Statement) -> InstanceRecord {
         InstanceRecord(
-            sopInstanceUID: row.text(0), studyInstanceUID: row.text(1), seriesInstanceUID: row.text(2),
-            sopClassUID: row.text(3), instanceNumber: row.optionalInt(4), position: row.optionalDouble(5),
-            receivedAt: row.double(6), state: InstanceState(rawValue: row.int(7)) ?? .failed,
-            probabilities: row.isNull(8) ? nil : (8..<14).map { Float(row.double(Int32($0))) },
-            errorType: row.optionalText(14), errorDetail: row.optionalText(15), processedAt: row.optionalDouble(16),
-            model: row.optionalText(17), skipReason: row.optionalText(18),
-            normal: row.isNull(19) ? nil : (19..<22).map { row.double(Int32($0)) })
+            sopInstanceUID: row.text(0), frameNumber: row.int(1), studyInstanceUID: row.text(2), seriesInstanceUID: row.text(3),
+            sopClassUID: row.text(4), instanceNumber: row.optionalInt(5), position: row.optionalDouble(6),
+            receivedAt: row.double(7), state: InstanceState(rawValue: row.int(8)) ?? .failed,
+            probabilities: row.isNull(9) ? nil : (9..<15).map { Float(row.double(Int32($0))) },
+            errorType: row.optionalText(15), errorDetail: row.optionalText(16), processedAt: row.optionalDouble(17),
+            model: row.optionalText(18), skipReason: row.optionalText(19),
+            normal: row.isNull(20) ? nil : (20..<23).map { row.double(Int32($0)) })
     }
 }

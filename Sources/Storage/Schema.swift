@@ -133,6 +133,47 @@ public enum Schema {
             ALTER TABLE instances ADD COLUMN normal_y REAL;
             ALTER TABLE instances ADD COLUMN normal_z REAL;
             """),
+        // A slice is an instance's frame: multi-frame objects (Enhanced CT) hold one row per frame, single-frame
+        // objects are frame 1. SQLite cannot change a primary key in place, so the table is rebuilt; rowid order
+        // (the queue's tie-break) is kept. Frames of one object share its spool file.
+        Migration(
+            "7-instance-frames",
+            """
+            CREATE TABLE instances_by_frame (
+                sop_instance_uid TEXT NOT NULL,
+                frame_number INTEGER NOT NULL DEFAULT 1,
+                study_instance_uid TEXT NOT NULL,
+                series_instance_uid TEXT NOT NULL,
+                sop_class_uid TEXT NOT NULL,
+                instance_number INTEGER,
+                position REAL,
+                received_at REAL NOT NULL,
+                state INTEGER NOT NULL DEFAULT 0,
+                spool_name TEXT,
+                p_any REAL, p_epidural REAL, p_intraparenchymal REAL,
+                p_intraventricular REAL, p_subarachnoid REAL, p_subdural REAL,
+                error_type TEXT,
+                error_detail TEXT,
+                processed_at REAL,
+                model TEXT,
+                skip_reason TEXT,
+                normal_x REAL, normal_y REAL, normal_z REAL,
+                PRIMARY KEY (sop_instance_uid, frame_number)
+            );
+            INSERT INTO instances_by_frame (
+                sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, instance_number, position,
+                received_at, state, spool_name, p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid,
+                p_subdural, error_type, error_detail, processed_at, model, skip_reason, normal_x, normal_y, normal_z)
+            SELECT sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, instance_number, position,
+                received_at, state, spool_name, p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid,
+                p_subdural, error_type, error_detail, processed_at, model, skip_reason, normal_x, normal_y, normal_z
+            FROM instances ORDER BY rowid;
+            DROP TABLE instances;
+            ALTER TABLE instances_by_frame RENAME TO instances;
+            CREATE INDEX instances_by_study ON instances (study_instance_uid);
+            CREATE INDEX instances_queued ON instances (received_at) WHERE state = 0;
+            CREATE INDEX instances_spooled ON instances (spool_name) WHERE state = 0;
+            """),
     ]
 
     static let probabilityColumns = "p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid, p_subdural"

@@ -35,6 +35,12 @@ import Testing
         #expect(StudyAggregate.ordered(slices).map(\.sopInstanceUID) == ["b", "a", "c", "f", "d", "e"])
     }
 
+    /// Frames of one object without positions keep their frame order, not the order they were stored in.
+    @Test func framesOfOneObjectWithoutPositionsInFrameOrder() {
+        let slices = [3, 1, 2].map { SliceResult(sopInstanceUID: "m", frameNumber: $0, instanceNumber: 1, position: nil, probabilities: nil) }
+        #expect(StudyAggregate.ordered(slices).map(\.frameNumber) == [1, 2, 3])
+    }
+
     @Test(arguments: [
         (0, 0, 0.0, 100.0, StudyStatus.pending),
         (5, 2, 0.0, 100.0, .partial),

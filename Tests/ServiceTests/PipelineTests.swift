@@ -1,3 +1,4 @@
+import DICOMTestSupport
 import Foundation
 import Testing
 
@@ -22,6 +23,45 @@ import Testing
         #expect(study["primarySeriesInstanceUID"] as? String == slices.series)
         let roles = (study["series"] as? [[String: Any]])?.map { "\($0["role"]!) \($0["reason"] ?? "")" }.sorted()
         #expect(roles == ["primary <null>", "skipped localizer", "skipped not-ct"])
+    }
+
+    /// An Enhanced CT object is a series of slices: each frame runs with its own plane, frames split over
+    /// batches share the spool file until the last is done, and every resource names the frame.
+    @Test func eachFrameOfAnEnhancedCTIsASlice() async throws {
+        let model = FakeModel()
+        let slices = Slices()
+        let sop = Slices.uid()
+        model.set(sop, frame: 4, [0.9, 0.1, 0.8, 0.1, 0.1, 0.1])
+        model.set(sop, frame: 2, [0.3, 0.7, 0.1, 0.1, 0.1, 0.1])
+        let harness = try ServiceHarness(maxBatch: 2, classify: model.classify)
+        defer { harness.close() }
+        let object = slices.enhanced(sop: sop, frames: 5)
+        #expect(try await harness.post(instance: object).status == 202)
+        let study = try await harness.study(slices.study)
+        #expect(Set(model.seenFrames) == Set((1...5).map { "\(sop)/\($0)" }) && model.seenFrames.count == 5)
+        #expect(study["counts"] as? [String: Int] == ["received": 5, "processed": 5, "failed": 0, "skipped": 0, "queued": 0])
+        let rows = try #require(study["slices"] as? [[String: Any]])
+        #expect(rows.compactMap { $0["frameNumber"] as? Int } == [1, 2, 3, 4, 5])
+        #expect(rows.compactMap { $0["position"] as? Double } == [10, 20, 30, 40, 50])
+        let labels = try #require(study["labels"] as? [[String: Any]])
+        let maxSlice = { (label: String) in labels.first { $0["label"] as? String == label }?["maxSlice"] as? [String: Any] }
+        #expect(maxSlice("any")?["frameNumber"] as? Int == 4 && maxSlice("any")?["sopInstanceUID"] as? String == sop)
+        #expect(maxSlice("epidural")?["frameNumber"] as? Int == 2)
+        let series = try #require((study["series"] as? [[String: Any]])?.first)
+        #expect(series["instances"] as? Int == 1 && series["slices"] as? Int == 5 && series["role"] as? String == "primary")
+        let instance = try await harness.get("/v1/instances/\(sop)").object()
+        #expect(instance["numberOfFrames"] as? Int == 5 && instance["status"] as? String == "done")
+        let maxima = try #require(instance["probabilities"] as? [String: Double])
+        #expect(abs(maxima["any"]! - 0.9) < 1e-6 && abs(maxima["epidural"]! - 0.7) < 1e-6, "the instance's maxima over its frames")
+        let frames = try #require(instance["frames"] as? [[String: Any]])
+        #expect(frames.compactMap { $0["frameNumber"] as? Int } == [1, 2, 3, 4, 5])
+        #expect(frames.allSatisfy { $0["status"] as? String == "done" })
+        #expect(try FileManager.default.contentsOfDirectory(atPath: harness.context.pipeline.spool.directory).isEmpty,
+                "the spool file goes with the last frame")
+        let again = try await harness.post(instance: object)
+        #expect(again.status == 200)
+        #expect(try again.object()["status"] as? String == "duplicate")
+        #expect((try await harness.study(slices.study)["counts"] as? [String: Int])?["received"] == 5)
     }
 
     /// A STAT study, and one an operator moved ahead, run before a shorter study that came first.

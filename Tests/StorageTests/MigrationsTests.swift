@@ -32,6 +32,38 @@ import Testing
         #expect(tables.isEmpty)
     }
 
+    /// Step 7 rebuilds `instances` keyed by (SOP Instance UID, frame): rows made before it become frame 1,
+    /// keep every value and their queue order.
+    @Test func instancesBeforeFramesBecomeFrameOne() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("migrate-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let db = try DatabaseQueue(path: directory + "/test.sqlite", label: "test")
+        let step = Schema.migrations.firstIndex { $0.name == "7-instance-frames" }!
+        try db.sync { try Migrator.migrate($0, Array(Schema.migrations[..<step])) }
+        try db.sync { db in
+            for (sop, z) in [("1.9", 5.0), ("1.1", 0.0)] {
+                try db.statement(
+                    """
+                    INSERT INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, position,
+                        received_at, spool_name, normal_x, normal_y, normal_z) VALUES (?, '1.2.3', '1.2.3.1', 'c', ?, 100, ?, 0, 0, 1)
+                    """
+                ).run([.text(sop), .real(z), .text(sop + ".dcm")])
+            }
+            try db.execute("INSERT INTO studies (study_instance_uid, first_received_at, last_received_at, received) VALUES ('1.2.3', 100, 100, 2)")
+        }
+        try db.sync { try Migrator.migrate($0, Schema.migrations) }
+        let jobs = try db.sync { try JobQueue.queued($0) }
+        #expect(jobs.map(\.sopInstanceUID) == ["1.9", "1.1"] && jobs.allSatisfy { $0.frameNumber == 1 }, "rowid order kept")
+        let record = try #require(try db.sync { try ResultStore.instance($0, "1.9") }.first)
+        #expect(record.position == 5 && record.normal == [0, 0, 1] && record.frameNumber == 1 && record.state == .queued)
+        let indexes = try db.sync {
+            try $0.statement("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'instances' AND sql IS NOT NULL ORDER BY name")
+                .rows { $0.text(0) }
+        }
+        #expect(indexes == ["instances_by_study", "instances_queued", "instances_spooled"])
+    }
+
     @Test func errorsDoNotCarryBoundValues() throws {
         let (db, _) = try makeDatabase()
         do {

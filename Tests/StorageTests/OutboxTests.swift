@@ -13,7 +13,7 @@ import Testing
     @Test func onlyCompleteQuietStudiesAreUnsettledAndSettlingIsOnce() throws {
         let (db, _) = try makeDatabase()
         _ = try db.write { try JobQueue.enqueue($0, [instance("1.1", at: 100), instance("1.2", at: 100), instance("2.1", study: "2", at: 100)]) }
-        _ = try db.write { try JobQueue.complete($0, [("1.1", "1.1.dcm", .done(probabilities: p)), ("2.1", "2.1.dcm", .done(probabilities: p))], model: "m", at: 101) }
+        _ = try db.write { try JobQueue.complete($0, [CompletedJob("1.1", spoolName: "1.1.dcm", .done(probabilities: p)), CompletedJob("2.1", spoolName: "2.1.dcm", .done(probabilities: p))], model: "m", at: 101) }
         // Study 1.2.3 still has a queued slice; study 2 is done but received its slice after the cutoff.
         #expect(try db.sync { try Outbox.unsettled($0, receivedBefore: 99, limit: 10) }.isEmpty)
         #expect(try db.sync { try Outbox.unsettled($0, receivedBefore: 100, limit: 10) }.map(\.studyInstanceUID) == ["2"])
@@ -25,7 +25,7 @@ import Testing
         // A late slice unsettles the study again once it is processed.
         _ = try db.write { try JobQueue.enqueue($0, [instance("2.2", study: "2", at: 150)]) }
         #expect(try db.sync { try Outbox.unsettled($0, receivedBefore: 200, limit: 10) }.isEmpty, "a queued slice keeps it open")
-        _ = try db.write { try JobQueue.complete($0, [("2.2", "2.2.dcm", .failed(type: "x", detail: "y"))], model: "m", at: 151) }
+        _ = try db.write { try JobQueue.complete($0, [CompletedJob("2.2", spoolName: "2.2.dcm", .failed(type: "x", detail: "y"))], model: "m", at: 151) }
         let again = try db.sync { try Outbox.unsettled($0, receivedBefore: 200, limit: 10) }
         #expect(again.map(\.studyInstanceUID) == ["2"] && again[0].processed == 2)
     }

@@ -11,7 +11,7 @@ import Testing
             _ = try db.write { try JobQueue.enqueue($0, [instance(uid + ".1", study: uid, at: time)]) }
             if let any {
                 try db.write {
-                    _ = try JobQueue.complete($0, [(uid + ".1", uid + ".1.dcm", .done(probabilities: [any, 0, 0, 0, 0, 0]))], model: "m", at: time)
+                    _ = try JobQueue.complete($0, [CompletedJob(uid + ".1", spoolName: uid + ".1.dcm", .done(probabilities: [any, 0, 0, 0, 0, 0]))], model: "m", at: time)
                     try JobQueue.summarize($0, study: uid, StudySummary(maxima: [any, 0, 0, 0, 0, 0], primarySeriesUID: uid + ".1",
                                                                         assessable: true, notAssessableReason: nil))
                 }

@@ -33,9 +33,7 @@ enum NotificationPayload {
                 .object([
                     ("label", .string(label.label)), ("probability", .float(label.probability)),
                     ("threshold", .double(label.threshold)), ("slicesAboveThreshold", .int(label.slicesAboveThreshold)),
-                    ("keySlice", label.maxSlice.map { slices[$0] }.map {
-                        .object([("sopInstanceUID", .string($0.sopInstanceUID)), ("instanceNumber", .int($0.instanceNumber))])
-                    } ?? .null),
+                    ("keySlice", label.maxSlice.map { Representation.slice(slices[$0]) } ?? .null),
                 ])
             })),
             ("counts", Representation.counts(study)),

@@ -6,9 +6,10 @@ enum InstanceRoutes {
 
     static func instance(_ request: HTTPRequest, _ context: ServiceContext, _ principal: Principal) async throws(Problem) -> HTTPResponse {
         let sop = request.pathParameters["sop"] ?? ""
-        guard let record = try await context.read({ try ResultStore.instance($0, sop) }) else { throw .notFound("instance") }
-        try await context.audit(principal, "read-instance", study: record.studyInstanceUID, instance: sop)
-        let body = Representation.instance(record, model: context.model)
+        let frames = try await context.read { try ResultStore.instance($0, sop) }
+        guard let first = frames.first else { throw .notFound("instance") }
+        try await context.audit(principal, "read-instance", study: first.studyInstanceUID, instance: sop)
+        let body = Representation.instance(frames, model: context.model)
         return HTTPResponse(status: 200, headers: StudyRoutes.json, body: body.serialized())
     }
 }

@@ -14,7 +14,7 @@ extension SeriesRules {
     {"name": "not CT (screen captures, other modalities)", "when": {"not": {"modality": ["CT"]}}, "skip": "not-ct"},
     {"name": "scout", "when": {"imageType": ["LOCALIZER"]}, "skip": "localizer"},
     {"name": "reformats and projections", "when": {"imageType": ["REFORMATTED", "MPR", "MIP", "MINIP", "PROJECTION IMAGE", "VOLUME", "CURVED"]}, "skip": "derived"},
-    {"name": "images the decoder cannot read (multi-frame, colour, codecs not built in)", "when": {"decodable": false}, "skip": "unsupported-image"},
+    {"name": "images the decoder cannot read (colour, codecs not built in)", "when": {"decodable": false}, "skip": "unsupported-image"},
     {"name": "coronal, sagittal and oblique planes", "when": {"orientation": ["coronal", "sagittal", "oblique"]}, "skip": "not-axial"},
     {"name": "axial CT images", "triage": true}
   ]

@@ -149,13 +149,19 @@ struct StudyView: Sendable {
     }
 
     static func sliceResult(_ record: InstanceRecord) -> SliceResult {
-        SliceResult(sopInstanceUID: record.sopInstanceUID, instanceNumber: record.instanceNumber, position: record.position,
-                    probabilities: record.probabilities)
+        SliceResult(sopInstanceUID: record.sopInstanceUID, frameNumber: record.frameNumber, instanceNumber: record.instanceNumber,
+                    position: record.position, probabilities: record.probabilities)
     }
 
     static func ordered(_ instances: [InstanceRecord]) -> [InstanceRecord] {
-        let byUID = Dictionary(instances.map { ($0.sopInstanceUID, $0) }, uniquingKeysWith: { a, _ in a })
-        return StudyAggregate.ordered(instances.map(sliceResult)).map { byUID[$0.sopInstanceUID]! }
+        let bySlice = Dictionary(instances.map { (SliceKey($0.sopInstanceUID, $0.frameNumber), $0) }, uniquingKeysWith: { a, _ in a })
+        return StudyAggregate.ordered(instances.map(sliceResult)).map { bySlice[SliceKey($0.sopInstanceUID, $0.frameNumber)]! }
+    }
+
+    private struct SliceKey: Hashable {
+        var sop: String
+        var frame: Int
+        init(_ sop: String, _ frame: Int) { (self.sop, self.frame) = (sop, frame) }
     }
 
     /// The most frequent value, ties to the alphabetically first.

@@ -11,10 +11,11 @@ import Testing
     static func header(
         modality: String? = "CT", sopClass: String = "1.2.840.10008.5.1.4.1.1.2", imageType: [String] = ["ORIGINAL", "PRIMARY", "AXIAL"],
         orientation: [Double]? = [1, 0, 0, 0, 1, 0], hasPixelData: Bool = true, unsupported: DICOMError? = nil,
-        kernel: String? = nil, thickness: Double? = 5
+        kernel: String? = nil, thickness: Double? = 5, frames: Int = 1
     ) -> InstanceHeader {
         InstanceHeader(studyInstanceUID: "1", seriesInstanceUID: "1.1", sopInstanceUID: "1.1.1", sopClassUID: sopClass,
-                       modality: modality, imageType: imageType, imagePositionPatient: [0, 0, 10], imageOrientationPatient: orientation,
+                       modality: modality, imageType: imageType,
+                       frames: (0..<frames).map { FramePlane(imagePositionPatient: [0, 0, 10 + 5 * Double($0)], imageOrientationPatient: orientation) },
                        sliceThickness: thickness, convolutionKernel: kernel, hasPixelData: hasPixelData, unsupportedImage: unsupported)
     }
 
@@ -35,7 +36,9 @@ import Testing
         ("RGB screen capture", header(modality: "OT", sopClass: "1.2.840.10008.5.1.4.1.1.7", imageType: ["DERIVED", "SECONDARY"],
                                       unsupported: .unsupportedPixelFormat(samplesPerPixel: 3, bitsAllocated: 8)), .skip(reason: "not-ct")),
         ("MR", header(modality: "MR"), .skip(reason: "not-ct")),
-        ("enhanced CT, multi-frame", header(unsupported: .multiFrame(frames: 40)), .skip(reason: "unsupported-image")),
+        ("HTJ2K, no codec", header(unsupported: .unsupportedTransferSyntax(uid: "1.2.840.10008.1.2.4.201")),
+         .skip(reason: "unsupported-image")),
+        ("enhanced CT, 40 frames", header(sopClass: "1.2.840.10008.5.1.4.1.1.2.1", frames: 40), .triage),
     ])
     func defaultRules(name: String, header: InstanceHeader, expected: SeriesRules.Decision) {
         #expect(rules.decide(header) == expected, "\(name)")

@@ -135,24 +135,32 @@ final class FakeClock: Sendable {
     var wallClock: WallClock { WallClock { [self] in time.withLock { $0 } } }
 }
 
-/// Test-chosen probabilities for a fake forward pass, by SOP Instance UID, and the slices it was given.
+/// Test-chosen probabilities for a fake forward pass, by SOP Instance UID (or by "UID/frame" for one frame
+/// of a multi-frame object), and the slices it was given.
 final class FakeModel: Sendable {
-    private let state = Mutex<(table: [String: [Float]], seen: [String], fail: Bool)>(([:], [], false))
+    private let state = Mutex<(table: [String: [Float]], seen: [String], frames: [String], fail: Bool)>(([:], [], [], false))
 
-    func set(_ sop: String, _ probabilities: [Float]) { state.withLock { $0.table[sop] = probabilities } }
+    func set(_ sop: String, frame: Int? = nil, _ probabilities: [Float]) {
+        state.withLock { $0.table[frame.map { "\(sop)/\($0)" } ?? sop] = probabilities }
+    }
     func failNext() { state.withLock { $0.fail = true } }
     var seen: [String] { state.withLock { $0.seen } }
+    /// "UID/frame" of each slice seen.
+    var seenFrames: [String] { state.withLock { $0.frames } }
 
     struct Failure: Error {}
 
     func classify(_ slices: [CTSlice]) throws -> [[Float]] {
         try state.withLock { state in
             state.seen += slices.map(\.sopInstanceUID)
+            state.frames += slices.map { "\($0.sopInstanceUID)/\($0.frameNumber)" }
             if state.fail {
                 state.fail = false
                 throw Failure()
             }
-            return slices.map { state.table[$0.sopInstanceUID] ?? [Float](repeating: 0.01, count: 6) }
+            return slices.map {
+                state.table["\($0.sopInstanceUID)/\($0.frameNumber)"] ?? state.table[$0.sopInstanceUID] ?? [Float](repeating: 0.01, count: 6)
+            }
         }
     }
 }

@@ -30,6 +30,17 @@ struct Slices {
     }
 }
 
+extension Slices {
+    /// An Enhanced CT object of this study: `frames` 3x4 frames at z = 10, 20... (`DICOMWriter.enhancedCT`).
+    func enhanced(sop: String = Slices.uid(), frames: Int) -> [UInt8] {
+        var w = DICOMWriter.enhancedCT(intercepts: [Double](repeating: -1024, count: frames))
+        w.string(0x0008, 0x0018, "UI", sop)
+        w.string(0x0020, 0x000D, "UI", study)
+        w.string(0x0020, 0x000E, "UI", series)
+        return w.bytes()
+    }
+}
+
 enum Multipart {
     /// A multipart/related body of DICOM parts, as STOW-RS clients send it.
     static func related(_ parts: [[UInt8]], boundary: String = "b-\(UUID().uuidString)") -> (contentType: String, body: [UInt8]) {
