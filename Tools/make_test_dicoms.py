@@ -518,7 +518,7 @@ def _empty() -> bytes:
     return b""
 
 
-@case("multi_frame.dcm", "multi-frame", "NumberOfFrames 2 (two 64x64 frames)")
+@case("multi_frame.dcm", "ok", "NumberOfFrames 2 (two 64x64 frames, top-level rescale): a slice per frame")
 def _multi_frame() -> bytes:
     frames = np.stack([phantom_hu(64, 64), phantom_hu(64, 64, seed=SEED + 6)]).astype(np.int32) + 1024
     ds = ct_dataset("multi_frame.dcm", frames[0])

@@ -35,6 +35,13 @@ public enum DICOMDecoder {
         return frames.map { frame in Result { () throws(DICOMError) in try object.slice(frame: frame, format: format) } }
     }
 
+    /// Every frame of the object, in frame order, parsed once; what fails the whole object throws.
+    public static func decodeAllFrames(_ bytes: UnsafeRawBufferPointer) throws(DICOMError) -> [Result<CTSlice, DICOMError>] {
+        let object = try DCMTKObject(bytes)
+        let format = try object.decodableFormat()
+        return (1...format.frames).map { frame in Result { () throws(DICOMError) in try object.slice(frame: frame, format: format) } }
+    }
+
     /// Reads any well-formed instance's header without decompressing pixels.
     /// Throws for what makes the object unusable as DICOM (no or malformed
     /// identifiers, malformed image attributes); an image the pixel decoder

@@ -32,10 +32,26 @@ func readFile(_ path: String) throws(InputError) -> [UInt8] {
     return [UInt8](data)
 }
 
-func decodeFile(_ path: String) throws(InputError) -> CTSlice {
+/// One slice: frame `frame` (1-based) of the file, or its only frame.
+func decodeFile(_ path: String, frame: Int? = nil) throws(InputError) -> CTSlice {
     let bytes = try readFile(path)
     do {
-        return try DICOMDecoder.decode(bytes)
+        return try DICOMDecoder.decode(bytes, frame: frame)
+    } catch {
+        throw .dicom(error)
+    }
+}
+
+/// Every frame of the file as a slice, in frame order (one for a single-frame object).
+func decodeFrames(_ path: String) throws(InputError) -> [CTSlice] {
+    let bytes = try readFile(path)
+    let decoded: Result<[CTSlice], DICOMError> = bytes.withUnsafeBytes { buffer in
+        Result { () throws(DICOMError) in
+            try DICOMDecoder.decodeAllFrames(buffer).map { (result) throws(DICOMError) in try result.get() }
+        }
+    }
+    do {
+        return try decoded.get()
     } catch {
         throw .dicom(error)
     }

@@ -5,7 +5,11 @@ import Foundation
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print each file's DICOM metadata and Hounsfield statistics, or why it cannot be decoded.",
-        discussion: "Exits non-zero when any file fails. Hounsfield statistics use the modality LUT only (no corrections)."
+        discussion: """
+            Exits non-zero when any file fails. Hounsfield statistics use the modality LUT only (no corrections). \
+            A multi-frame object (Enhanced CT) lists each frame with its position, rescale and statistics; the \
+            top level describes frame 1.
+            """
     )
 
     @Flag(help: "One JSON object per file and line.")
@@ -17,17 +21,18 @@ struct Inspect: ParsableCommand {
     func run() throws {
         var failures = 0
         for file in files {
-            let result = Result { () throws(InputError) in try decodeFile(file) }
+            let result = Result { () throws(InputError) in try decodeFrames(file) }
             if case .failure = result { failures += 1 }
             print(json ? jsonLine(file: file, result) : text(file: file, result))
         }
         if failures > 0 { throw ExitCode(1) }
     }
 
-    private func jsonLine(file: String, _ result: Result<CTSlice, InputError>) -> String {
+    private func jsonLine(file: String, _ result: Result<[CTSlice], InputError>) -> String {
         var object: [String: Any] = ["file": file]
         switch result {
-        case .success(let slice):
+        case .success(let frames):
+            let slice = frames[0]
             let stats = HounsfieldStatistics(slice.hounsfieldUnits())
             object["study_instance_uid"] = slice.studyInstanceUID
             object["series_instance_uid"] = slice.seriesInstanceUID
@@ -50,6 +55,17 @@ struct Inspect: ParsableCommand {
             object["pixel_padding_value"] = slice.pixelPaddingValue ?? NSNull()
             object["window"] = slice.storedWindow.map { ["center": $0.center, "width": $0.width] } ?? NSNull()
             object["hu"] = ["min": stats.min, "max": stats.max, "mean": stats.mean]
+            object["number_of_frames"] = frames.count
+            object["frames"] = frames.map { frame -> [String: Any] in
+                let stats = HounsfieldStatistics(frame.hounsfieldUnits())
+                return [
+                    "frame_number": frame.frameNumber,
+                    "image_position_patient": frame.imagePositionPatient ?? NSNull(),
+                    "image_orientation_patient": frame.imageOrientationPatient ?? NSNull(),
+                    "rescale_slope": frame.rescaleSlope, "rescale_intercept": frame.rescaleIntercept,
+                    "hu": ["min": stats.min, "max": stats.max, "mean": stats.mean],
+                ]
+            }
         case .failure(let error):
             object["error"] = ["type": error.type, "detail": error.detail]
         }
@@ -57,13 +73,19 @@ struct Inspect: ParsableCommand {
         return String(decoding: data, as: UTF8.self)
     }
 
-    private func text(file: String, _ result: Result<CTSlice, InputError>) -> String {
+    private func text(file: String, _ result: Result<[CTSlice], InputError>) -> String {
         switch result {
         case .failure(let error):
             return "\(file): error \(error.type): \(error.detail)"
-        case .success(let slice):
+        case .success(let frames):
+            let slice = frames[0]
             let stats = HounsfieldStatistics(slice.hounsfieldUnits())
             func list(_ values: [Double]?) -> String { values.map { $0.map { "\($0)" }.joined(separator: "\\") } ?? "-" }
+            let frameLines = frames.count == 1 ? "" : "\n  frames             \(frames.count)" + frames.map { frame in
+                let stats = HounsfieldStatistics(frame.hounsfieldUnits())
+                return "\n    \(frame.frameNumber)  position \(list(frame.imagePositionPatient))   intercept \(frame.rescaleIntercept)"
+                    + "   HU min/max/mean \(stats.min) / \(stats.max) / \(stats.mean)"
+            }.joined()
             return """
                 \(file)
                   study/series/sop   \(slice.studyInstanceUID) / \(slice.seriesInstanceUID) / \(slice.sopInstanceUID)
@@ -73,7 +95,7 @@ struct Inspect: ParsableCommand {
                   position           \(list(slice.imagePositionPatient))   spacing \(list(slice.pixelSpacing))
                   rescale            slope \(slice.rescaleSlope) intercept \(slice.rescaleIntercept)   padding \(slice.pixelPaddingValue.map(String.init) ?? "-")
                   HU min/max/mean    \(stats.min) / \(stats.max) / \(stats.mean)
-                """
+                """ + frameLines
         }
     }
 }

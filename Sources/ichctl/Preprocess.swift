@@ -24,12 +24,15 @@ struct Preprocess: ParsableCommand {
     @Option(help: "What to write: input, hounsfield or modality.")
     var stage = Stage.input
 
+    @Option(help: "The frame of a multi-frame object (Enhanced CT) to write, from 1.")
+    var frame: Int?
+
     @OptionGroup var options: PreprocessOptions
 
     func run() throws {
         let settings = try options.settings()
         do {
-            let slice = try decodeFile(file)
+            let slice = try decodeFile(file, frame: frame)
             let npy: Data
             switch stage {
             case .input:

@@ -136,8 +136,11 @@ class Ichctl:
         order: str | None = None,
         resize: str | None = None,
         rsna_correction: bool = True,
+        frame: int | None = None,
     ) -> np.ndarray:
         args = ["preprocess", str(file), "--out", str(out)]
+        if frame is not None:
+            args += ["--frame", str(frame)]
         if stage is not None:
             args += ["--stage", stage]
         if windows is not None:
