@@ -9,7 +9,13 @@ tool writes it as a CT Image Storage series: real pixels, a synthetic header
 transcoding), stored as HU + 1024 in 12 unsigned bits with intercept -1024.
 Nothing of it is committed; tests run this at test time.
 
-    .venv/bin/python Tools/real_ct.py --syntax j2k --out DIR [--inv3 FILE]
+With `--enhanced` the volume is one Enhanced CT Image Storage object instead, a
+frame per slice: orientation, pixel measures and rescale in the Shared
+Functional Groups, each frame's position and stack position in its Per-Frame
+Functional Groups item (a study and series of its own), compressed one
+fragment per frame behind a Basic Offset Table as a scanner writes it.
+
+    .venv/bin/python Tools/real_ct.py --syntax j2k --out DIR [--inv3 FILE] [--enhanced]
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
 from pydicom.uid import (
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
+    EnhancedCTImageStorage,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
@@ -106,23 +114,70 @@ def slice_dataset(hu: np.ndarray, index: int, spacing: list[float]) -> Dataset:
     return ds
 
 
-def write(syntax: str, out: Path, inv3: Path = DEFAULT_INV3) -> list[Path]:
+def item(**attributes: object) -> Dataset:
+    ds = Dataset()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def enhanced_dataset(volume: np.ndarray, spacing: list[float]) -> Dataset:
+    """The whole volume as one Enhanced CT object: the single-frame header's patient, study and image
+    attributes, with the per-slice ones moved into functional groups (PS3.3 A.38)."""
+    ds = slice_dataset(volume[0], 0, spacing)
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+                    "RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth"):
+        delattr(ds, keyword)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid("enhanced", "sop")
+    ds.StudyInstanceUID = uid("enhanced", "study")
+    ds.SeriesInstanceUID = uid("enhanced", "series")
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = volume.shape[0]
+    ds.SharedFunctionalGroupsSequence = Sequence([item(
+        PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=["1", "0", "0", "0", "1", "0"])]),
+        PixelMeasuresSequence=Sequence([item(PixelSpacing=[f"{spacing[1]:.7g}", f"{spacing[0]:.7g}"],
+                                             SliceThickness=f"{spacing[2]:g}")]),
+        PixelValueTransformationSequence=Sequence([item(RescaleIntercept="-1024", RescaleSlope="1",
+                                                        RescaleType="HU")]),
+        FrameVOILUTSequence=Sequence([item(WindowCenter="40", WindowWidth="80")]),
+    )])
+    ds.PerFrameFunctionalGroupsSequence = Sequence([
+        item(FrameContentSequence=Sequence([item(InStackPositionNumber=k + 1, DimensionIndexValues=[1, k + 1])]),
+             PlanePositionSequence=Sequence([item(ImagePositionPatient=["-122.5", "-122.5", f"{k * spacing[2]:g}"])]))
+        for k in range(volume.shape[0])
+    ])
+    stored = np.clip(volume.astype(np.int32) + 1024, 0, 4095).astype("<u2")
+    ds.PixelData = stored.tobytes()
+    return ds
+
+
+def encode(ds: Dataset, syntax: str) -> None:
+    target = SYNTAXES[syntax]
+    if syntax in PLUGINS or syntax == "rle":
+        ds.compress(target, encoding_plugin=PLUGINS.get(syntax, "pydicom"), generate_instance_uid=False)
+    elif syntax == "deflate":
+        ds.file_meta.TransferSyntaxUID = target
+
+
+def write(syntax: str, out: Path, inv3: Path = DEFAULT_INV3, enhanced: bool = False) -> list[Path]:
     volume, spacing = load(inv3)
     out.mkdir(parents=True, exist_ok=True)
+    if enhanced:
+        datasets = [("enhanced.dcm", enhanced_dataset(volume, spacing))]
+    else:
+        datasets = [(f"CT{index + 1:03d}.dcm", slice_dataset(volume[index], index, spacing))
+                    for index in range(volume.shape[0])]
     paths = []
-    for index in range(volume.shape[0]):
-        ds = slice_dataset(volume[index], index, spacing)
-        target = SYNTAXES[syntax]
-        if syntax in PLUGINS or syntax == "rle":
-            ds.compress(target, encoding_plugin=PLUGINS.get(syntax, "pydicom"))
-        elif syntax == "deflate":
-            ds.file_meta.TransferSyntaxUID = target
-        path = out / f"CT{index + 1:03d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
+    for name, ds in datasets:
+        encode(ds, syntax)
+        ds.save_as(out / name, enforce_file_format=True)
+        paths.append(out / name)
+    prefix = ("enhanced",) if enhanced else ()
     (out / "series.json").write_text(json.dumps({
-        "syntax": str(SYNTAXES[syntax]), "slices": len(paths), "study": uid("study"), "series": uid("series"),
-        "spacing": spacing, "source": str(inv3),
+        "syntax": str(SYNTAXES[syntax]), "slices": volume.shape[0], "study": uid(*prefix, "study"),
+        "series": uid(*prefix, "series"), "spacing": spacing, "source": str(inv3), "enhanced": enhanced,
     }, indent=2))
     return paths
 
@@ -132,12 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--syntax", choices=sorted(SYNTAXES), default="explicit")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--inv3", type=Path, default=DEFAULT_INV3)
+    parser.add_argument("--enhanced", action="store_true", help="one Enhanced CT object, a frame per slice")
     args = parser.parse_args(argv)
     if not args.inv3.is_file():
         print(f"{args.inv3} not found: install Debian's invesalius-examples or pass --inv3", file=sys.stderr)
         return 2
-    paths = write(args.syntax, args.out, args.inv3)
-    print(f"{len(paths)} slices in {args.out} ({SYNTAXES[args.syntax]})")
+    paths = write(args.syntax, args.out, args.inv3, args.enhanced)
+    what = "one Enhanced CT object" if args.enhanced else f"{len(paths)} slices"
+    print(f"{what} in {args.out} ({SYNTAXES[args.syntax]})")
     return 0
 
 

@@ -11,6 +11,9 @@ lossless and deflate. The tests hold:
   JPEG-LS);
 * the JPEG 2000 series goes through `ich-server` as a study: all 108 slices
   processed, ordered by z, the series primary and the study assessable;
+* the same volume as one Enhanced CT object (`--enhanced`, uncompressed and
+  JPEG 2000 one fragment per frame): every frame decodes to the source, and
+  the service triages it frame by frame with the single-frame series' results;
 * pydicom's real GE series (a 202.5 mm gap, scouts at one z, z falling as the
   instance number rises) get the right roles, order and warnings;
 * what the synthetic-trained default model does on this real scan and on the
@@ -92,14 +95,71 @@ def stow(server, files: list[bytes], per_request: int = 12) -> None:
         assert response.status == 200, response.body[:600]
 
 
-def test_a_jpeg2000_study_is_triaged_end_to_end(series, server):
+@pytest.fixture(scope="module")
+def single_frame_study(series, server) -> dict:
     stow(server, [path.read_bytes() for path in series["j2k"]])
     study = pydicom.dcmread(series["j2k"][0], stop_before_pixels=True)
-    result = server.client(server.tokens["read"]).wait_complete(str(study.StudyInstanceUID), timeout=300)
+    return server.client(server.tokens["read"]).wait_complete(str(study.StudyInstanceUID), timeout=300)
+
+
+def test_a_jpeg2000_study_is_triaged_end_to_end(series, single_frame_study):
+    study = pydicom.dcmread(series["j2k"][0], stop_before_pixels=True)
+    result = single_frame_study
     assert result["counts"] == {"received": 108, "processed": 108, "failed": 0, "skipped": 0, "queued": 0}
     assert result["primarySeriesInstanceUID"] == str(study.SeriesInstanceUID) and result["assessable"] is True
     assert [s["position"] for s in result["slices"]] == pytest.approx([1.5 * k for k in range(108)])
     assert [s["instanceNumber"] for s in result["slices"]] == list(range(1, 109))
+
+
+@pytest.fixture(scope="module")
+def enhanced(volume, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("cranium-enhanced")
+    return {syntax: real_ct.write(syntax, out / syntax, enhanced=True)[0] for syntax in ("explicit", "j2k")}
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "j2k"])
+def test_every_frame_of_the_enhanced_object_decodes_to_the_source_hu(syntax, enhanced, volume, ichctl, tmp_path):
+    path = enhanced[syntax]
+    ds = pydicom.dcmread(path)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2.1" and int(ds.NumberOfFrames) == 108
+    inspected = json.loads(ichctl.run("inspect", "--json", str(path), check=True).stdout)
+    assert inspected["number_of_frames"] == 108
+    assert [f["image_position_patient"][2] for f in inspected["frames"]] == pytest.approx([1.5 * k for k in range(108)])
+    jobs = [(path, tmp_path / f"{k}.npy", {"stage": "modality", "frame": k + 1}) for k in SAMPLE]
+    frames = ds.pixel_array
+    for k, ours in zip(SAMPLE, ichctl.preprocess_many(jobs)):
+        if isinstance(ours, BaseException):
+            raise ours
+        theirs = frames[k].astype(np.float32) - 1024  # the shared Pixel Value Transformation
+        assert np.array_equal(ours, theirs), f"frame {k + 1}: max |diff| {np.abs(ours - theirs).max()} against pydicom"
+        assert np.array_equal(ours, volume[k]), f"frame {k + 1} differs from the source volume"
+
+
+def test_an_enhanced_ct_object_is_triaged_frame_by_frame(enhanced, single_frame_study, server):
+    """One J2K Enhanced CT object of 108 frames is the same study as its 108 single-frame slices:
+    each frame is a slice with its position, and gets the probabilities of its single-frame twin."""
+    path = enhanced["j2k"]
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    stow(server, [path.read_bytes()])
+    result = server.client(server.tokens["read"]).wait_complete(str(header.StudyInstanceUID), timeout=300)
+    assert result["counts"] == {"received": 108, "processed": 108, "failed": 0, "skipped": 0, "queued": 0}
+    assert result["primarySeriesInstanceUID"] == str(header.SeriesInstanceUID) and result["assessable"] is True
+    series = result["series"][0]
+    assert (series["instances"], series["slices"], series["role"]) == (1, 108, "primary")
+    slices = result["slices"]
+    assert {s["sopInstanceUID"] for s in slices} == {str(header.SOPInstanceUID)}
+    assert [s["frameNumber"] for s in slices] == list(range(1, 109))
+    assert [s["position"] for s in slices] == pytest.approx([1.5 * k for k in range(108)])
+    twins = single_frame_study["slices"]
+    for frame, twin in zip(slices, twins):
+        for label, p in twin["probabilities"].items():
+            assert frame["probabilities"][label] == pytest.approx(p, abs=1e-5), (frame["frameNumber"], label)
+    for ours, theirs in zip(result["labels"], single_frame_study["labels"]):
+        assert ours["slicesAboveThreshold"] == theirs["slicesAboveThreshold"], ours["label"]
+        if ours["maxSlice"]:
+            assert ours["maxSlice"]["frameNumber"] == theirs["maxSlice"]["instanceNumber"], ours["label"]
+    instance = server.client(server.tokens["read"]).get(f"/v1/instances/{header.SOPInstanceUID}").json()
+    assert instance["numberOfFrames"] == 108 and instance["status"] == "done"
 
 
 def normal_position(ds) -> float:
