@@ -39,6 +39,12 @@ struct cdcmtk_object {
     /// DCMTK's codecs), in native byte order, and which frame it is.
     std::vector<uint8_t> decoded;
     unsigned long decodedFrame = 0;
+    /// Read by `cdcmtk_read_header`: parsing stopped at the top-level Pixel Data element, whose value
+    /// was neither copied nor parsed; what the header needs of it is kept here.
+    bool headerOnly = false;
+    bool headerPixelData = false;
+    /// The element's length field (0xFFFFFFFF: encapsulated, undefined length).
+    uint32_t headerPixelLength = 0;
 };
 
 namespace {
@@ -256,7 +262,34 @@ cdcmtk_status decodeJPEG2000(cdcmtk_object *object, unsigned rows, unsigned colu
 
 }  // namespace
 
-extern "C" cdcmtk_status cdcmtk_read(const uint8_t *bytes, size_t length, cdcmtk_object **out) {
+namespace {
+
+/// Where a header-only parse stopped: at the value of the top-level Pixel Data element, whose tag and
+/// length DCMTK has just read (explicit VR: tag, VR, 2 reserved bytes, 4-byte length; implicit: tag,
+/// length), or at the end of the data set. Records the element's length, or returns false when the bytes
+/// before `position` are not such an element header (then the caller parses the whole object).
+bool notePixelDataHeader(cdcmtk_object *object, const uint8_t *bytes, size_t length, size_t position) {
+    DcmXfer xfer(object->file.getDataset()->getOriginalXfer());
+    const bool big = xfer.getByteOrder() == EBO_BigEndian;
+    const size_t header = xfer.isExplicitVR() ? 12 : 8;
+    if (position == length) {
+        // The end of the data set: no Pixel Data, unless a zero-length element ends it.
+        if (position < header) return true;
+    } else if (position < header) {
+        return false;
+    }
+    const uint8_t *p = bytes + position - header;
+    auto u16 = [big](const uint8_t *q) { return big ? readBE16(q) : readLE16(q); };
+    const bool isPixelData = u16(p) == 0x7FE0 && u16(p + 2) == 0x0010;
+    if (!isPixelData) return position == length;
+    const uint8_t *l = bytes + position - 4;
+    object->headerPixelData = true;
+    object->headerPixelLength = big ? uint32_t(l[0]) << 24 | uint32_t(l[1]) << 16 | uint32_t(l[2]) << 8 | l[3]
+                                    : uint32_t(l[3]) << 24 | uint32_t(l[2]) << 16 | uint32_t(l[1]) << 8 | l[0];
+    return true;
+}
+
+cdcmtk_status readObject(const uint8_t *bytes, size_t length, bool headerOnly, cdcmtk_object **out) {
     *out = nullptr;
     if (bytes == nullptr || !looksLikeDICOM(bytes, length)) return CDCMTK_NOT_DICOM;
     try {
@@ -266,9 +299,33 @@ extern "C" cdcmtk_status cdcmtk_read(const uint8_t *bytes, size_t length, cdcmtk
         stream.setBuffer(bytes, offile_off_t(length));
         stream.setEos();
         object->file.transferInit();
-        // Load every value now: the caller's buffer is not retained, so nothing may be read lazily.
-        OFCondition status = object->file.read(stream, EXS_Unknown, EGL_noChange, OFstatic_cast(Uint32, -1));
+        // Load every value now: the caller's buffer is not retained, so nothing may be read lazily. A header
+        // read stops at the top-level Pixel Data instead: values after it are not needed for a header.
+        OFCondition status = headerOnly
+            ? object->file.readUntilTag(stream, EXS_Unknown, EGL_noChange, OFstatic_cast(Uint32, -1), DCM_PixelData)
+            : object->file.read(stream, EXS_Unknown, EGL_noChange, OFstatic_cast(Uint32, -1));
         object->file.transferEnd();
+        if (status.good() && headerOnly) {
+            DcmXfer xfer(object->file.getDataset()->getOriginalXfer());
+            // A deflated data set's stream positions are not offsets into `bytes`, so its header is the whole read.
+            if (xfer.getStreamCompression() != ESC_none ||
+                !notePixelDataHeader(object, bytes, length, size_t(stream.tell()))) {
+                delete object;
+                return readObject(bytes, length, false, out);
+            }
+            object->headerOnly = true;
+            const uint32_t undefined = 0xFFFFFFFF;
+            if (object->headerPixelData && object->headerPixelLength == undefined && !xfer.isEncapsulated()) {
+                delete object;
+                return CDCMTK_MALFORMED;
+            }
+            // As the whole read would: a native value that runs past the end is a truncated object.
+            if (object->headerPixelData && object->headerPixelLength != undefined &&
+                size_t(stream.tell()) + object->headerPixelLength > length) {
+                delete object;
+                return CDCMTK_TRUNCATED;
+            }
+        }
         if (status.bad()) {
             delete object;
             // With the end of the buffer marked, running out of bytes mid-element
@@ -292,6 +349,16 @@ extern "C" cdcmtk_status cdcmtk_read(const uint8_t *bytes, size_t length, cdcmtk
     } catch (...) {
         return CDCMTK_INTERNAL;
     }
+}
+
+}  // namespace
+
+extern "C" cdcmtk_status cdcmtk_read(const uint8_t *bytes, size_t length, cdcmtk_object **out) {
+    return readObject(bytes, length, false, out);
+}
+
+extern "C" cdcmtk_status cdcmtk_read_header(const uint8_t *bytes, size_t length, cdcmtk_object **out) {
+    return readObject(bytes, length, true, out);
 }
 
 extern "C" void cdcmtk_free(cdcmtk_object *object) { delete object; }
@@ -345,6 +412,7 @@ extern "C" int cdcmtk_has_element(const cdcmtk_object *object, uint16_t group, u
 
 extern "C" cdcmtk_status cdcmtk_has_pixel_data(const cdcmtk_object *object) {
     if (object->unknownSyntax) return CDCMTK_UNSUPPORTED_TRANSFER_SYNTAX;
+    if (object->headerOnly) return object->headerPixelData ? CDCMTK_OK : CDCMTK_NO_PIXEL_DATA;
     // Encapsulated pixel data has an undefined length, so presence is all we can ask here.
     return findTopLevel(object, 0x7FE0, 0x0010) != nullptr ? CDCMTK_OK : CDCMTK_NO_PIXEL_DATA;
 }
@@ -355,12 +423,13 @@ extern "C" cdcmtk_status cdcmtk_pixel_info(const cdcmtk_object *object, int *enc
     *native_length = 0;
     *decodable = 0;
     try {
-        DcmElement *pixels = findTopLevel(object, 0x7FE0, 0x0010);
-        if (pixels == nullptr) return CDCMTK_NO_PIXEL_DATA;
+        DcmElement *pixels = object->headerOnly ? nullptr : findTopLevel(object, 0x7FE0, 0x0010);
+        if (object->headerOnly ? !object->headerPixelData : pixels == nullptr) return CDCMTK_NO_PIXEL_DATA;
+        const size_t valueLength = object->headerOnly ? object->headerPixelLength : pixels->getLength();
         E_TransferSyntax original = const_cast<cdcmtk_object *>(object)->file.getDataset()->getOriginalXfer();
         DcmXfer xfer(original);
         // Encapsulated pixel data reports no length here (its fragments are items), so only a native value can be empty.
-        if (!xfer.isEncapsulated() && pixels->getLength() == 0) return CDCMTK_NO_PIXEL_DATA;
+        if (!xfer.isEncapsulated() && valueLength == 0) return CDCMTK_NO_PIXEL_DATA;
         if (xfer.isEncapsulated()) {
             *encapsulated = 1;
             *decodable = isJPEG2000(object->transferSyntax) ||
@@ -368,7 +437,7 @@ extern "C" cdcmtk_status cdcmtk_pixel_info(const cdcmtk_object *object, int *enc
                              ? 1
                              : 0;
         } else {
-            *native_length = pixels->getLength();
+            *native_length = valueLength;
             *decodable = 1;
         }
         return CDCMTK_OK;
@@ -382,6 +451,7 @@ extern "C" cdcmtk_status cdcmtk_pixel_data(cdcmtk_object *object, unsigned rows,
                                            const uint8_t **data, size_t *length) {
     *data = nullptr;
     *length = 0;
+    if (object->headerOnly) return CDCMTK_INTERNAL;  // its pixel data was never read
     if (frame >= frames) return CDCMTK_BAD_VALUE;
     size_t frameBytes = size_t(rows) * columns * (bits_allocated / 8);
     try {

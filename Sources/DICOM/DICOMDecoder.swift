@@ -42,12 +42,17 @@ public enum DICOMDecoder {
         return (1...format.frames).map { frame in Result { () throws(DICOMError) in try object.slice(frame: frame, format: format) } }
     }
 
-    /// Reads any well-formed instance's header without decompressing pixels.
+    /// Reads any well-formed instance's header, stopping at its Pixel Data (neither copied nor decoded).
     /// Throws for what makes the object unusable as DICOM (no or malformed
     /// identifiers, malformed image attributes); an image the pixel decoder
     /// cannot handle is reported in `unsupportedImage`, not thrown.
     public static func header(_ bytes: UnsafeRawBufferPointer) throws(DICOMError) -> InstanceHeader {
-        let object = try DCMTKObject(bytes)
+        try header(bytes, wholeObject: false)
+    }
+
+    /// `wholeObject`: parse past the Pixel Data as a decode does; the tests hold the two reads equal.
+    static func header(_ bytes: UnsafeRawBufferPointer, wholeObject: Bool) throws(DICOMError) -> InstanceHeader {
+        let object = try DCMTKObject(bytes, headerOnly: !wholeObject)
         return try object.header()
     }
 
@@ -112,10 +117,12 @@ enum Tag {
 private final class DCMTKObject {
     private let handle: OpaquePointer
 
-    init(_ bytes: UnsafeRawBufferPointer) throws(DICOMError) {
+    /// `headerOnly`: stop at the Pixel Data element (what `header()` needs); `slice` then cannot be called.
+    init(_ bytes: UnsafeRawBufferPointer, headerOnly: Bool = false) throws(DICOMError) {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { throw .notDICOM }
         var handle: OpaquePointer?
-        let status = cdcmtk_read(base.assumingMemoryBound(to: UInt8.self), bytes.count, &handle)
+        let read = headerOnly ? cdcmtk_read_header : cdcmtk_read
+        let status = read(base.assumingMemoryBound(to: UInt8.self), bytes.count, &handle)
         guard status == CDCMTK_OK, let handle else { throw DICOMError(status) }
         self.handle = handle
     }

@@ -1,6 +1,7 @@
-import DICOM
 import DICOMTestSupport
 import Testing
+
+@testable import DICOM
 
 @Suite struct DICOMDecoderTests {
     @Test func decodesAttributesAndSignedPixels() throws {
@@ -231,6 +232,43 @@ import Testing
         w = DICOMWriter.ct()
         w.string(0x0020, 0x000D, "UI", "..")
         #expect(throws: DICOMError.malformedUID(attribute: "StudyInstanceUID")) { try DICOMDecoder.header(w.bytes()) }
+    }
+
+    /// The header read stops at the Pixel Data; it must say what a read of the whole object says, for every
+    /// file the other tests make, cut at every length, and with elements after or pixels nested before it.
+    @Test func headerOnlyReadsAgreeWithWholeReads() {
+        func outcome(_ bytes: [UInt8], whole: Bool) -> Result<InstanceHeader, DICOMError> {
+            bytes.withUnsafeBytes { buffer in Result { () throws(DICOMError) in try DICOMDecoder.header(buffer, wholeObject: whole) } }
+        }
+        var files: [(String, [UInt8])] = [("plain", DICOMWriter.ct().bytes()), ("no preamble", DICOMWriter.ct().bytes(preamble: false)),
+                                          ("enhanced", DICOMWriter.enhancedCT(intercepts: [-1024, 0, 7]).bytes())]
+        for (name, edit, _) in Self.rejections + Self.unsupported {
+            var w = DICOMWriter.ct()
+            edit(&w)
+            files.append((name, w.bytes()))
+        }
+        var trailing = DICOMWriter.ct()
+        trailing.set(0xFFFC, 0xFFFC, "OB", [0, 0, 0, 0])
+        files.append(("padding after the pixels", trailing.bytes()))
+        var empty = DICOMWriter.ct()
+        empty.set(0x7FE0, 0x0010, "OW", [])
+        files.append(("empty pixel data at the end", empty.bytes()))
+        var icon = DICOMWriter.ct()
+        var iconItem = DICOMWriter()
+        iconItem.us(0x0028, 0x0010, 1)
+        iconItem.pixels16([7])
+        icon.sequence(0x0088, 0x0200, [iconItem])
+        files.append(("icon image with its own pixel data", icon.bytes()))
+        let plain = DICOMWriter.ct().bytes()
+        files += (133..<plain.count).map { ("cut at \($0)", Array(plain.prefix($0))) }
+        for (name, bytes) in files {
+            let (part, whole) = (outcome(bytes, whole: false), outcome(bytes, whole: true))
+            switch (part, whole) {
+            case let (.success(a), .success(b)): #expect(a == b, "\(name)")
+            case let (.failure(a), .failure(b)): #expect(a == b, "\(name)")
+            default: Issue.record("\(name): header-only \(part), whole \(whole)")
+            }
+        }
     }
 
     @Test func errorsHaveStableTypesAndHumanDetails() {

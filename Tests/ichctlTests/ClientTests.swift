@@ -125,7 +125,7 @@ import Testing
             .enumerated().map { index, name in
                 ["label": name, "probability": index == 0 ? 0.9 : 0.1, "threshold": 0.5, "positive": index == 0,
                  "slicesAboveThreshold": index == 0 ? 2 : 0,
-                 "maxSlice": ["sopInstanceUID": "1.2.\(index)", "instanceNumber": index + 1]]
+                 "maxSlice": ["sopInstanceUID": "1.2.\(index)", "frameNumber": index == 5 ? 40 : 1, "instanceNumber": index + 1]]
             }
         let study: [String: Any] = [
             "studyInstanceUID": "1.2", "status": "complete",
@@ -135,7 +135,7 @@ import Testing
         ]
         let lines = studyTable(study).split(separator: "\n").map(String.init)
         #expect(lines.contains { $0.hasPrefix("any ") && $0.contains("0.900") && $0.contains("POSITIVE") && $0.hasSuffix("#1 1.2.0") })
-        #expect(lines.contains { $0.hasPrefix("subdural ") && $0.contains("negative") })
+        #expect(lines.contains { $0.hasPrefix("subdural ") && $0.contains("negative") && $0.hasSuffix("#6 1.2.5 frame 40") })
         #expect(lines.last == "model: m 1 (resnet50). Notice: Trained on synthetic data; not for clinical use.")
     }
 

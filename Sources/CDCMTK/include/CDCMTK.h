@@ -43,6 +43,11 @@ typedef struct cdcmtk_object cdcmtk_object;
 /// with `cdcmtk_free`.
 cdcmtk_status cdcmtk_read(const uint8_t *bytes, size_t length, cdcmtk_object **out);
 
+/// As `cdcmtk_read`, but stops at the top-level Pixel Data element: its presence, length and
+/// encapsulation are known, its value is neither copied nor parsed (a deflated object is read whole).
+/// Everything but `cdcmtk_pixel_data` answers as for a whole read.
+cdcmtk_status cdcmtk_read_header(const uint8_t *bytes, size_t length, cdcmtk_object **out);
+
 void cdcmtk_free(cdcmtk_object *object);
 
 /// The UID of the transfer syntax the object was encoded in; owned by the object.

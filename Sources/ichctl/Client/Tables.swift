@@ -36,7 +36,9 @@ func studyTable(_ study: [String: Any]) -> String {
         var slice = "-"
         if let maxSlice = label["maxSlice"] as? [String: Any] {
             let number = (maxSlice["instanceNumber"] as? NSNumber).map { "#\($0.intValue) " } ?? ""
-            slice = number + (maxSlice["sopInstanceUID"] as? String ?? "?")
+            // A multi-frame instance's slice is one of its frames; a viewer needs both to open it.
+            let frame = (maxSlice["frameNumber"] as? NSNumber).flatMap { $0.intValue > 1 ? " frame \($0.intValue)" : nil } ?? ""
+            slice = number + (maxSlice["sopInstanceUID"] as? String ?? "?") + frame
         }
         rows.append([label["label"] as? String ?? "?", probability, threshold, call, above, slice])
     }
