@@ -14,11 +14,15 @@ struct BenchPreprocess: ParsableCommand {
     @Option(help: "Passes over all files after one warm-up pass.")
     var iterations = 5
 
+    @Flag(help: "Time only the header read that ingest does per upload (it stops at the Pixel Data).")
+    var headerOnly = false
+
     @OptionGroup var options: PreprocessOptions
 
     func run() throws {
         let preprocessor = try Preprocessor(settings: try options.settings())
         let inputs = try files.map { path in try readFile(path) }
+        if headerOnly { return try timeHeaders(inputs) }
         var output = [Float](repeating: 0, count: preprocessor.outputCount)
         var decodeSeconds = 0.0, preprocessSeconds = 0.0
 
@@ -42,6 +46,21 @@ struct BenchPreprocess: ParsableCommand {
             "decode_ms_per_slice": decodeSeconds / slices * 1000,
             "preprocess_ms_per_slice": preprocessSeconds / slices * 1000,
         ]
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    private func timeHeaders(_ inputs: [[UInt8]]) throws {
+        var seconds = 0.0
+        for pass in 0...iterations {
+            for bytes in inputs {
+                let start = DispatchTime.now().uptimeNanoseconds
+                _ = try DICOMDecoder.header(bytes)
+                if pass > 0 { seconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+            }
+        }
+        let files = Double(inputs.count * iterations)
+        let report: [String: Any] = ["files": Int(files), "header_ms_per_file": seconds / files * 1000]
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     }
