@@ -6,9 +6,18 @@ import FuzzDriver
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzDICOM(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: start, count: count)
-    if let slice = try? DICOMDecoder.decode(bytes) {
+    func check(_ slice: CTSlice) {
         precondition(slice.storedValues.count == slice.rows * slice.columns)
         precondition(slice.rows <= CTSlice.maximumDimension && slice.columns <= CTSlice.maximumDimension)
+    }
+    if let slice = try? DICOMDecoder.decode(bytes) { check(slice) }
+    // The header read that ingest does (it stops at the Pixel Data), then every frame of what it accepts.
+    if let header = try? DICOMDecoder.header(bytes) {
+        precondition(!header.frames.isEmpty && header.frames.count <= CTSlice.maximumFrames)
+        if header.hasPixelData, header.unsupportedImage == nil, let frames = try? DICOMDecoder.decodeAllFrames(bytes) {
+            precondition(frames.count == header.frames.count)
+            for case .success(let slice) in frames { check(slice) }
+        }
     }
     return 0
 }
