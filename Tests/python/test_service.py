@@ -192,7 +192,7 @@ def check_study_aggregate(study: dict) -> None:
         top = max(values)
         first = next(s for s in done if s["probabilities"][entry["label"]] == top)  # the first in order on ties
         assert entry["probability"] == top, entry
-        assert entry["maxSlice"] == {"sopInstanceUID": first["sopInstanceUID"],
+        assert entry["maxSlice"] == {"sopInstanceUID": first["sopInstanceUID"], "frameNumber": first["frameNumber"],
                                      "instanceNumber": first["instanceNumber"]}, entry
         assert entry["slicesAboveThreshold"] == sum(v >= entry["threshold"] for v in values), entry
         assert entry["positive"] == (top >= entry["threshold"]), entry
