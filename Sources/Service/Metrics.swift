@@ -90,5 +90,10 @@ public final class ServiceMetrics: Sendable {
         ).set(1.0)
     }
 
+    func computeThreads(_ count: Int) {
+        registry.makeGauge(descriptor: Self.name("compute_threads", "", "Threads the forward pass runs on (--threads)."))
+            .set(Double(count))
+    }
+
     public func exposition() -> [UInt8] { registry.emitToBuffer() }
 }

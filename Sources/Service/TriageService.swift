@@ -86,6 +86,11 @@ public final class TriageService: Sendable {
     private func loadModel() {
         let configuration = context.configuration
         let started = Date()
+        // OpenBLAS's pool is process-wide and sized from the machine otherwise: --threads must set it.
+        BLASThreads.set(configuration.threads)
+        // What the engine reports back, not the setting: the gauge shows the threads inference really gets.
+        context.metrics.computeThreads(BLASThreads.current)
+        context.logger.info("loading model", metadata: ["compute_threads": "\(BLASThreads.current)"])
         do {
             let classifier = try Classifier(bundle: configuration.modelDirectory, capacity: configuration.maxBatch, threads: configuration.threads)
             try classifier.warmUp()

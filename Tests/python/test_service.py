@@ -1039,3 +1039,18 @@ def test_probabilities_match_keras_end_to_end(ingest, reader, bundle, tmp_path):
     assert error.max() <= PROBABILITY_TOLERANCE, detail
     # informative: the files do not all give the same output
     assert np.ptp(expected[:, 0]) > 1e-4
+
+
+def test_threads_reach_the_engine(bundle, tmp_path):
+    """`--threads` sizes OpenBLAS's pool in the server (it used to reach only ichctl): the engine's own
+    count is logged at start and exported as `ich_compute_threads`."""
+    require_server_binary()
+    srv = Server(tmp_path / "data", bundle, args=["--threads", "1"])
+    token = srv.token("admin")
+    srv.start()
+    try:
+        text = srv.client(token).get("/metrics").body.decode()
+        assert re.search(r"^ich_compute_threads 1(\.0)?$", text, re.M), [l for l in text.splitlines() if "thread" in l]
+        assert re.search(r"compute_threads=1\b", srv.log_text()), srv.log_tail()
+    finally:
+        assert srv.stop() == 0, srv.log_tail()

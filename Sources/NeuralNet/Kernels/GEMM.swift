@@ -20,4 +20,7 @@ public enum BLASThreads {
     public static func set(_ count: Int) {
         openblas_set_num_threads(Int32(count))
     }
+
+    /// The pool's size as OpenBLAS reports it.
+    public static var current: Int { Int(openblas_get_num_threads()) }
 }
