@@ -21,11 +21,15 @@ public enum Auth {
 
     public static func hash(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
 
-    /// Creates a token with `scope` and returns it; only its hash is kept.
-    public static func createToken(_ db: DatabaseQueue, scope: Scope, name: String) throws -> String {
+    /// Creates a token with `scope`, valid for `lifetime` seconds (nil: until revoked), and returns its
+    /// id and secret; only its hash is kept. `audit` runs in the same transaction.
+    public static func createToken(_ db: Connection, scope: Scope, name: String, lifetime: Double?, at now: Double,
+                                   audit: (Connection, Int) throws -> Void = { _, _ in }) throws -> (id: Int, token: String) {
         let token = makeToken()
-        _ = try db.write { try TokenStore.insert($0, hash: hash(token), scope: scope.rawValue, name: name, at: Date().timeIntervalSince1970) }
-        return token
+        let id = try TokenStore.insert(db, hash: hash(token), scope: scope.rawValue, name: name, at: now,
+                                       expiresAt: lifetime.map { now + $0 })
+        try audit(db, id)
+        return (id, token)
     }
 
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {

@@ -27,7 +27,10 @@ final class ServiceContext: Sendable {
         self.configuration = configuration
         self.reader = reader
         self.writer = writer
-        self.tokens = TokenCache(db: reader)
+        // Last use is written off the request's path, at most once a minute per token.
+        self.tokens = TokenCache(db: reader, wallClock: { clock.now() }, recordUse: { id, time in
+            Task { try? await writer.transaction { try TokenStore.recordUse($0, id: id, at: time) } }
+        })
         self.pipeline = pipeline
         self.metrics = metrics
         self.logger = logger

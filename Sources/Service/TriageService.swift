@@ -129,15 +129,6 @@ public final class TriageService: Sendable {
         context.logger.info("stopped", metadata: ["queued": "\(context.pipeline.depth)"])
     }
 
-    /// Makes a bearer token in the service's database; used by `ich-server token create`.
-    public static func createToken(dataDirectory: String, scope: Scope, name: String) throws -> String {
-        try makeDirectory(dataDirectory)
-        try restrictToOwner(database: dataDirectory + "/ich.sqlite")
-        let db = try DatabaseQueue(path: dataDirectory + "/ich.sqlite", label: "token")
-        try db.sync { try Migrator.migrate($0, Schema.migrations) }
-        return try Auth.createToken(db, scope: scope, name: name)
-    }
-
     /// Whether any token exists, so a first start can say how to make one.
     public var hasTokens: Bool {
         (try? context.reader.sync { try TokenStore.count($0) }).map { $0 > 0 } ?? false

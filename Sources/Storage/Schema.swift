@@ -174,6 +174,15 @@ public enum Schema {
             CREATE INDEX instances_queued ON instances (received_at) WHERE state = 0;
             CREATE INDEX instances_spooled ON instances (spool_name) WHERE state = 0;
             """),
+        // Token lifecycle: an optional expiry, the last use (to the minute), and which token an audited
+        // token operation was about.
+        Migration(
+            "8-token-lifecycle",
+            """
+            ALTER TABLE tokens ADD COLUMN expires_at REAL;
+            ALTER TABLE tokens ADD COLUMN last_used_at REAL;
+            ALTER TABLE audit ADD COLUMN subject_token_id INTEGER;
+            """),
     ]
 
     static let probabilityColumns = "p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid, p_subdural"

@@ -11,5 +11,5 @@ struct ICHServer: AsyncParsableCommand {
 
 struct Token: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Manage API tokens.", subcommands: [TokenCreate.self])
+        abstract: "Manage API tokens.", subcommands: [TokenCreate.self, TokenList.self, TokenRevoke.self])
 }

@@ -21,6 +21,15 @@ import Testing
         #expect(table.lookup(viewer.hash, now: 110) == .reload, "a revocation takes effect within `refresh` seconds")
     }
 
+    @Test func usesAreWrittenAtMostOnceAMinuteAndInvalidateForcesARead() {
+        var table = TokenTable(refresh: 1, useInterval: 60)
+        let uses = [(1, 100.0), (1, 159.9), (1, 160), (2, 100)].map { table.noteUse($0, now: $1) }
+        #expect(uses == [true, false, true, true], "once a minute, per token")
+        table.replace([viewer], at: 100)
+        table.invalidate()
+        #expect(table.lookup(viewer.hash, now: 100) == .reload)
+    }
+
     @Test func anUnknownTokenRereadsTheTable() {
         var table = TokenTable(refresh: 10)
         table.replace([viewer], at: 100)
@@ -52,5 +61,31 @@ import Testing
         #expect(try cache.find(Auth.hash(token))?.id == id, "the table read at 101 is still fresh")
         now.withLock { $0 = 111 }
         #expect(try cache.find(Auth.hash(token)) == nil)
+    }
+
+    /// A token expiring between two reads of the table is refused from its expiry on; uses are reported once a minute.
+    @Test func expiryIsExactAndUsesAreReported() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tokens-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let writer = try DatabaseQueue(path: directory + "/ich.sqlite", label: "writer")
+        try writer.sync { try Migrator.migrate($0, Schema.migrations) }
+        let token = Auth.makeToken()
+        let id = try writer.write { try TokenStore.insert($0, hash: Auth.hash(token), scope: "read", name: "r", at: 1000, expiresAt: 1030) }
+        let now = Mutex(0.0)
+        let wall = Mutex(1000.0)
+        let uses = Mutex<[Double]>([])
+        let cache = TokenCache(db: writer, table: TokenTable(refresh: 3600), clock: { now.withLock { $0 } },
+                               wallClock: { wall.withLock { $0 } }, recordUse: { used, at in
+                                   #expect(used == id)
+                                   uses.withLock { $0.append(at) }
+                               })
+        #expect(try cache.find(Auth.hash(token))?.id == id)
+        wall.withLock { $0 = 1029 }
+        now.withLock { $0 = 59 }
+        #expect(try cache.find(Auth.hash(token))?.id == id)
+        wall.withLock { $0 = 1030 }
+        now.withLock { $0 = 60 }
+        #expect(try cache.find(Auth.hash(token)) == nil, "expired, though the table is an hour fresh")
+        #expect(uses.withLock { $0 } == [1000], "the use at 59 s is within the minute of the first")
     }
 }

@@ -23,6 +23,9 @@ enum Routes {
         router.add("DELETE", "/v1/studies/{study}", Route(scope: .admin) { try await StudyRoutes.delete($0, $1, $2!) })
         router.add("PUT", "/v1/studies/{study}/priority", Route(scope: .admin) { try await StudyRoutes.priority($0, $1, $2!) })
         router.add("GET", "/v1/instances/{sop}", Route(scope: .read) { try await InstanceRoutes.instance($0, $1, $2!) })
+        router.add("GET", "/v1/tokens", Route(scope: .admin) { try await TokenRoutes.list($0, $1, $2!) })
+        router.add("POST", "/v1/tokens", Route(scope: .admin) { try await TokenRoutes.create($0, $1, $2!) })
+        router.add("DELETE", "/v1/tokens/{id}", Route(scope: .admin) { try await TokenRoutes.revoke($0, $1, $2!) })
         router.add("GET", "/healthz", Route(scope: nil) { request, context, _ in await OperationRoutes.health(request, context) })
         router.add("GET", "/readyz", Route(scope: nil) { request, context, _ in await OperationRoutes.ready(request, context) })
         router.add("GET", "/metrics", Route(scope: .admin) { await OperationRoutes.metrics($0, $1, $2!) })
@@ -58,8 +61,14 @@ enum Routes {
                     principal = try Auth.authorize(head.headers, needs: scope, tokens: context.tokens)
                 }
                 // A malformed UID in the path is answered without echoing it (it may be anything, PHI included).
-                for (name, value) in parameters where !UID.isValid(value) {
-                    throw Problem(400, "invalid-parameter", "The \(name == "sop" ? "SOP Instance" : "Study Instance") UID in the path is not a valid identifier (1 to 64 characters of 0-9, A-Z, a-z, dot, underscore and hyphen).")
+                for (name, value) in parameters {
+                    if name == "id" {
+                        guard let id = Int(value), id > 0 else {
+                            throw Problem(400, "invalid-parameter", "The token id in the path must be a positive integer.")
+                        }
+                    } else if !UID.isValid(value) {
+                        throw Problem(400, "invalid-parameter", "The \(name == "sop" ? "SOP Instance" : "Study Instance") UID in the path is not a valid identifier (1 to 64 characters of 0-9, A-Z, a-z, dot, underscore and hyphen).")
+                    }
                 }
                 if route.ingest { try checkQueue(context) }
                 return .admit(Admission(route: route, parameters: parameters, template: t, principal: principal))

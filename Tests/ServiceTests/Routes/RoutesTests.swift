@@ -14,7 +14,7 @@ import Testing
         ("POST", "/dicomweb/studies", .ingest), ("POST", "/dicomweb/studies/\(unknown)", .ingest),
         ("POST", "/v1/instances", .ingest), ("GET", "/v1/instances/\(unknown)", .read), ("GET", "/v1/studies", .read),
         ("GET", "/v1/studies/\(unknown)", .read), ("DELETE", "/v1/studies/\(unknown)", .admin), ("PUT", "/v1/studies/\(unknown)/priority", .admin),
-        ("GET", "/metrics", .admin),
+        ("GET", "/metrics", .admin), ("GET", "/v1/tokens", .admin), ("POST", "/v1/tokens", .admin), ("DELETE", "/v1/tokens/1", .admin),
     ]
 
     @Test func healthAndReadinessAreOpen() async throws {
