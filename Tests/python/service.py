@@ -952,6 +952,11 @@ class Server:
     def client(self, token: str | None = None, *, validate: bool = True) -> Client:
         return Client(self.host, self.port, token, recorder=self.recorder, validate=validate)
 
+    def token_command(self, *args: str) -> subprocess.CompletedProcess:
+        """`ich-server token ARGS...` on this server's data directory."""
+        command = [str(self.binary), "token", *args, "--data-dir", str(self.data_dir)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, env=self.environment(), cwd=str(REPO_ROOT))
+
     def token(self, scope: str, name: str | None = None) -> str:
         """`ich-server token create` on this server's data directory (which it creates if needed)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)

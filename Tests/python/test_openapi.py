@@ -38,6 +38,9 @@ ROUTES = {
     ("get", "/healthz"): None,
     ("get", "/readyz"): None,
     ("get", "/metrics"): "admin",
+    ("get", "/v1/tokens"): "admin",
+    ("post", "/v1/tokens"): "admin",
+    ("delete", "/v1/tokens/{tokenId}"): "admin",
 }
 
 # Statuses the contract lists per route (the file may list more, e.g. the any-route 408/413/431).
@@ -53,6 +56,9 @@ ROUTE_STATUSES = {
     ("get", "/healthz"): {"200"},
     ("get", "/readyz"): {"200", "503"},
     ("get", "/metrics"): {"200", "401", "403"},
+    ("get", "/v1/tokens"): {"200", "401", "403"},
+    ("post", "/v1/tokens"): {"201", "400", "401", "403", "415"},
+    ("delete", "/v1/tokens/{tokenId}"): {"204", "400", "401", "403", "404"},
 }
 
 # Error responses the contract answers with something other than a problem.

@@ -16,6 +16,11 @@
     address gets 429 with Retry-After, even with a valid token, while other
     addresses (127.0.0.2 on the loopback) and the open routes are served.
 
+(g) Token lifecycle from the command line while the server runs: `token list`
+    shows no secret or hash, a token revoked by `token revoke` (another
+    process) is refused within a second or so, one made with `--expires-in`
+    stops working when it expires, and both are audited.
+
 One server (module scope, default log level, no failed-authentication limit
 since (a) fails on purpose) serves (a), (b), (d) and (e); (c) starts its own
 with a batcher that never fills (jobs stay queued), (f) one with a limit of 5.
@@ -442,11 +447,14 @@ def audit_rows(server) -> list[tuple]:
 
 
 def test_routes_do_not_write_the_audit_table():
-    """The only SQL on `audit` in the whole code base is the INSERT of AuditLog.record, and the
-    routes call it only as a side effect of a read (and of a deletion or a priority change)."""
+    """The only SQL on `audit` in the whole code base is the INSERT of AuditLog.record (and schema steps
+    that add a column, which change no row), and the routes call it only as a side effect of a read
+    (and of a deletion, a priority change or a token operation)."""
     writes = []
     for path in (REPO_ROOT / "Sources").rglob("*.swift"):
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if re.search(r"ALTER\s+TABLE\s+audit\s+ADD\s+COLUMN\b", line, re.I) and path.name == "Schema.swift":
+                continue
             if re.search(r"\b(UPDATE|DELETE\s+FROM|DROP\s+TABLE|REPLACE\s+INTO|ALTER\s+TABLE)\s+audit\b", line, re.I):
                 writes.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
     assert not writes, writes
@@ -456,7 +464,8 @@ def test_routes_do_not_write_the_audit_table():
             if re.search(r"audit", line, re.I) and not line.strip().startswith("//"):
                 calls.append((path.name, line.strip()))
     actions = sorted(re.search(r'"([a-z-]+)"', line).group(1) for _, line in calls if re.search(r'"[a-z-]+"', line))
-    assert actions == ["delete-study", "prioritize-study", "read-instance", "read-study", "read-worklist"], calls
+    assert actions == ["create-token", "delete-study", "list-tokens", "prioritize-study", "read-instance", "read-study",
+                       "read-worklist", "revoke-token"], calls
     assert all("audit" not in path for _, path in ROUTES), "a route path names the audit trail"
 
 
@@ -540,3 +549,59 @@ def test_token_timing_tool_runs():
     classes = json.loads(result.stdout.strip().splitlines()[-1])["classes"]
     assert set(classes) == {"valid", "random", "random-2", "first-char", "prefix-40", "last-char"}
     assert all(row["n"] == 20 for row in classes.values())
+
+
+# --------------------------------------------------------------------------
+# (g) Token lifecycle
+
+
+def listed_tokens(server) -> list[dict]:
+    result = server.token_command("list", "--json")
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def refused_after(server, token: str, limit: float = 5.0) -> float:
+    """Seconds until a read with `token` is answered 401 (fails past `limit`)."""
+    start = time.monotonic()
+    while True:
+        status = server.client(token).get("/v1/studies?limit=1").status
+        elapsed = time.monotonic() - start
+        if status == 401:
+            return elapsed
+        assert status == 200 and elapsed < limit, f"still {status} after {elapsed:.1f} s"
+        time.sleep(0.05)
+
+
+def test_a_token_revoked_from_the_command_line_is_refused(server):
+    token = server.token("read", name="leaked-laptop")
+    assert server.client(token).get("/v1/studies?limit=1").status == 200
+    rows = listed_tokens(server)
+    text = json.dumps(rows)
+    assert token not in text and "hash" not in text, "token list shows a secret"
+    entry = next(r for r in rows if r["name"] == "leaked-laptop")
+    assert entry["status"] == "active" and entry["scope"] == "read"
+    assert entry["lastUsedAt"] is not None, "its use above is recorded"
+    revoked = server.token_command("revoke", str(entry["id"]))
+    assert revoked.returncode == 0, revoked.stderr
+    delay = refused_after(server, token)
+    print(f"revoked from another process: refused after {delay:.2f} s")
+    assert next(r for r in listed_tokens(server) if r["id"] == entry["id"])["status"] == "revoked"
+    with sqlite3.connect(f"file:{server.data_dir / 'ich.sqlite'}?mode=ro", uri=True) as db:
+        actions = db.execute("SELECT action, token_id FROM audit WHERE subject_token_id = ? ORDER BY id", (entry["id"],)).fetchall()
+    assert actions == [("create-token", None), ("revoke-token", None)]
+    unknown = server.token_command("revoke", "999999")
+    assert unknown.returncode == 1 and "no token" in unknown.stderr
+
+
+def test_an_expiring_token_stops_at_its_expiry(server):
+    result = server.token_command("create", "--scope", "read", "--name", "two-seconds", "--expires-in", "2s")
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert server.client(token).get("/v1/studies?limit=1").status == 200
+    entry = next(r for r in listed_tokens(server) if r["name"] == "two-seconds")
+    assert entry["expiresAt"] is not None
+    refused_after(server, token, limit=6.0)
+    assert next(r for r in listed_tokens(server) if r["name"] == "two-seconds")["status"] == "expired"
+    bad = server.token_command("create", "--scope", "read", "--expires-in", "soon")
+    assert bad.returncode != 0 and "expires-in" in bad.stderr
