@@ -28,8 +28,12 @@ public struct ServiceConfiguration: Sendable {
     public var queueHardLimit: Int = 10_000
     /// Longest `?wait=` a study query may ask for (seconds).
     public var maxWait: Double = 120
-    /// How long shutdown waits for in-flight requests (seconds).
-    public var shutdownGrace: Double = 30
+    /// Seconds from SIGTERM to the exit, whatever is in progress: requests get all but the last two
+    /// (`shutdownGrace`), a model load is abandoned, a batch or a webhook attempt finishes or is left
+    /// to the next start (acknowledged work is durable); `ich-server` exits when it runs out.
+    public var shutdownTimeout: Double = 10
+    /// How long shutdown waits for in-flight requests.
+    public var shutdownGrace: Double { max(0, shutdownTimeout - 2) }
     /// Where clients reach this service (`https://ich.example.org`), for absolute
     /// links in notifications; without it links are paths.
     public var publicURL: String?

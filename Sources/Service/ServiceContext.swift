@@ -72,6 +72,16 @@ final class ServiceContext: Sendable {
         set { stopping.withLock { $0 = newValue } }
     }
 
+    /// Runs `body` unless shutdown has begun, atomically with `isShuttingDown`: what a late model load
+    /// does (start inference, log "model ready") cannot come after "stopped". False if it did not run.
+    func unlessShuttingDown(_ body: () -> Void) -> Bool {
+        stopping.withLock { stopping in
+            if stopping { return false }
+            body()
+            return true
+        }
+    }
+
     /// Records a read of patient results; a failed audit write fails the read.
     func audit(_ principal: Principal, _ action: String, study: String?, instance: String? = nil) async throws(Problem) {
         let time = clock.now()

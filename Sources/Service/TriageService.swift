@@ -93,12 +93,17 @@ public final class TriageService: Sendable {
         context.logger.info("loading model", metadata: ["compute_threads": "\(BLASThreads.current)"])
         do {
             let classifier = try Classifier(bundle: configuration.modelDirectory, capacity: configuration.maxBatch, threads: configuration.threads)
+            // A load cannot be interrupted, but it is abandoned between its steps once shutdown has begun.
+            if context.isShuttingDown { return abandonLoad() }
             try classifier.warmUp()
-            context.pipeline.start(classify: classifier.classify)
-            context.modelReady = true
-            context.metrics.ready.set(1.0)
+            let didStart = context.unlessShuttingDown {
+                context.pipeline.start(classify: classifier.classify)
+                context.modelReady = true
+                context.metrics.ready.set(1.0)
+                context.logger.info("model ready", metadata: ["seconds": "\(String(format: "%.1f", Date().timeIntervalSince(started)))"])
+            }
+            guard didStart else { return abandonLoad() }
             modelLoad.withLock { $0 = .success(()) }
-            context.logger.info("model ready", metadata: ["seconds": "\(String(format: "%.1f", Date().timeIntervalSince(started)))"])
         } catch {
             let failure: ServiceError =
                 switch error {
@@ -108,6 +113,11 @@ public final class TriageService: Sendable {
             context.logger.critical("model failed to load", metadata: ["detail": "\(failure.detail)"])
             modelLoad.withLock { $0 = .failure(failure) }
         }
+    }
+
+    private func abandonLoad() {
+        context.logger.info("model load abandoned: shutting down")
+        modelLoad.withLock { $0 = .failure(.model(type: "abandoned", detail: "shutdown began during the load")) }
     }
 
     /// Returns once the model is loaded and warmed up; throws if it cannot be.
@@ -123,6 +133,7 @@ public final class TriageService: Sendable {
     public func shutdown() async {
         let http = server.withLock { $0 }
         context.isShuttingDown = true
+        if !context.modelReady { context.logger.info("the model load in progress is abandoned") }
         await http?.shutdown(gracePeriod: .milliseconds(Int(context.configuration.shutdownGrace * 1000)))
         context.pipeline.stop()
         notifier.stop()

@@ -32,6 +32,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Attempts before a notification is abandoned (ICH_WEBHOOK_MAX_ATTEMPTS; default 30).") var webhookMaxAttempts: Int?
     @Option(help: "Series rules file replacing the built-in rules for non-contrast head CT (ICH_SERIES_RULES; see docs/SERIES_RULES.md).") var seriesRules: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (ICH_LOG_LEVEL; default info).") var logLevel: String?
+    @Option(help: "Seconds from SIGTERM or SIGINT to the exit, whatever is in progress; a second signal exits at once (ICH_SHUTDOWN_TIMEOUT; default 10).") var shutdownTimeout: Double?
 
     func run() async throws {
         let level = Logger.Level(rawValue: try setting(logLevel, "ICH_LOG_LEVEL", "info")) ?? .info
@@ -64,6 +65,7 @@ struct Serve: AsyncParsableCommand {
         configuration.queueHighWater = try setting(queueHighWater, "ICH_QUEUE_HIGH_WATER", configuration.queueHighWater)
         configuration.queueHardLimit = try setting(queueHardLimit, "ICH_QUEUE_HARD_LIMIT", configuration.queueHardLimit)
         configuration.authFailureLimit = try setting(authFailureLimit, "ICH_AUTH_FAILURE_LIMIT", configuration.authFailureLimit)
+        configuration.shutdownTimeout = try setting(shutdownTimeout, "ICH_SHUTDOWN_TIMEOUT", configuration.shutdownTimeout)
         let base = try setting(publicURL, "ICH_PUBLIC_URL", "")
         configuration.publicURL = base.isEmpty ? nil : String(base.hasSuffix("/") ? base.dropLast() : base[...])
         configuration.webhooks = try webhookConfiguration()
@@ -74,6 +76,33 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("max-batch must be 1 to 64, max-delay-ms >= 0, threads >= 1 and auth-failure-limit >= 0.")
         }
 
+        // Signals are caught from here on, through the start-up. The first SIGTERM or SIGINT starts the
+        // shutdown and its deadline; past it, or at a second signal, the process exits with the work in
+        // progress abandoned: what was acknowledged is in the spool and the database, and the next start
+        // resumes it.
+        let timeout = configuration.shutdownTimeout
+        let signalQueue = DispatchQueue(label: "ich-signals")
+        nonisolated(unsafe) var received = 0
+        let signals = AsyncStream<Int32> { continuation in
+            for signalNumber in [SIGTERM, SIGINT] {
+                signal(signalNumber, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: signalQueue)
+                source.setEventHandler {
+                    received += 1  // only ever touched on signalQueue
+                    if received > 1 {
+                        logger.warning("second signal; exiting now, unfinished work runs at the next start")
+                        Self.exitNow(0)
+                    }
+                    signalQueue.asyncAfter(deadline: .now() + timeout) {
+                        logger.warning("shutdown took longer than --shutdown-timeout; exiting, unfinished work runs at the next start")
+                        Self.exitNow(0)
+                    }
+                    continuation.yield(signalNumber)
+                }
+                source.resume()
+                signalSources.append(source)
+            }
+        }
         let service = try TriageService(configuration: configuration, logger: logger)
         let bound = try service.start()
         if !service.hasTokens {
@@ -84,15 +113,6 @@ struct Serve: AsyncParsableCommand {
         print("listening on \(configuration.http.host):\(bound)")
         fflush(nil)
 
-        let signals = AsyncStream<Int32> { continuation in
-            for signalNumber in [SIGTERM, SIGINT] {
-                signal(signalNumber, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
-                source.setEventHandler { continuation.yield(signalNumber) }
-                source.resume()
-                signalSources.append(source)
-            }
-        }
         // Run until a signal (exit 0) or until the model fails to load (exit 1).
         let exitCode: Int32 = await withTaskGroup(of: Int32?.self) { group in
             group.addTask {
@@ -116,9 +136,16 @@ struct Serve: AsyncParsableCommand {
             }
             return 0
         }
-        logger.info("shutting down")
+        logger.info("shutting down", metadata: ["timeout_seconds": "\(timeout)"])
         await service.shutdown()
-        if exitCode != 0 { throw ExitCode(exitCode) }
+        Self.exitNow(exitCode)
+    }
+
+    /// Exits without the C exit handlers: OpenBLAS's joins its worker threads, which hangs when a model
+    /// load or a batch still holds them, and library destructors would run under threads still working.
+    static func exitNow(_ code: Int32) -> Never {
+        fflush(nil)
+        _exit(code)
     }
 }
 
