@@ -11,7 +11,7 @@ TEST_APT_PACKAGES := orthanc orthanc-dicomweb invesalius-examples
 FUZZ_SECONDS ?= 30
 FUZZ_TEST_SECONDS ?= 20
 
-.PHONY: all deps venv build release test test-swift test-python test-fuzz fuzz-build run placeholder-model bench fuzz clean
+.PHONY: all deps venv build release test test-swift test-python test-fuzz fuzz-build run placeholder-model bench fuzz soak clean
 
 all: build
 
@@ -52,6 +52,12 @@ test-swift:
 
 test-python:
 	ICHCTL=$(CURDIR)/.build/release/ichctl ICH_SERVER=$(CURDIR)/.build/release/ich-server $(VENV)/bin/pytest -q Tests/python
+
+# SIGTERM at random moments, many more times than make test's 20 (SOAK_TRIES=200 by default).
+SOAK_TRIES ?= 200
+soak: deps venv release
+	ICH_SOAK_TRIES=$(SOAK_TRIES) ICHCTL=$(CURDIR)/.build/release/ichctl ICH_SERVER=$(CURDIR)/.build/release/ich-server \
+		$(VENV)/bin/pytest -q -s Tests/python/test_crash.py -k sigterm_at_any_moment
 
 # The default model is Models/default (a trained bundle, see Models/README.md).
 # Without one (a checkout that removed it), `make run` builds a placeholder bundle with seeded random
