@@ -115,8 +115,8 @@ public final class TriageService: Sendable {
         }
     }
 
+    /// Logs nothing: `shutdown` said so before "stopped", and no line may follow that one.
     private func abandonLoad() {
-        context.logger.info("model load abandoned: shutting down")
         modelLoad.withLock { $0 = .failure(.model(type: "abandoned", detail: "shutdown began during the load")) }
     }
 
