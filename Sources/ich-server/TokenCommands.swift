@@ -10,8 +10,7 @@ struct TokenCreate: AsyncParsableCommand {
     @Option(help: "ingest (PACS: post instances), read (clinicians: query studies) or admin (everything).")
     var scope: String
 
-    @Option(help: "The service's data directory (ICH_DATA_DIR; default ./data).")
-    var dataDir: String?
+    @OptionGroup var data: DataDirectory
 
     @Option(help: "A label for the token, e.g. the PACS router's name.")
     var name: String = "unnamed"
@@ -23,8 +22,7 @@ struct TokenCreate: AsyncParsableCommand {
         guard let scope = Scope(rawValue: scope) else {
             throw ValidationError("--scope must be one of: \(Scope.allCases.map(\.rawValue).joined(separator: ", ")).")
         }
-        let directory = try setting(dataDir, "ICH_DATA_DIR", "data")
-        print(try TriageService.createToken(dataDirectory: directory, scope: scope, name: name, lifetime: expiresIn?.seconds))
+        print(try TriageService.createToken(dataDirectory: try data.path(), scope: scope, name: name, lifetime: expiresIn?.seconds))
     }
 }
 
@@ -32,14 +30,13 @@ struct TokenList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list", abstract: "List every token: id, name, scope, status, created, expires, last used (never a secret).")
 
-    @Option(help: "The service's data directory (ICH_DATA_DIR; default ./data).")
-    var dataDir: String?
+    @OptionGroup var data: DataDirectory
 
     @Flag(help: "One JSON object per token and line, as GET /v1/tokens shows it.")
     var json = false
 
     func run() async throws {
-        let tokens = try TriageService.listTokens(dataDirectory: try setting(dataDir, "ICH_DATA_DIR", "data"))
+        let tokens = try TriageService.listTokens(dataDirectory: try data.path())
         let now = Date().timeIntervalSince1970
         func time(_ t: Double?) -> String { t.map { Date(timeIntervalSince1970: $0).formatted(.iso8601) } ?? "-" }
         func status(_ t: TokenInfo) -> String { t.revokedAt != nil ? "revoked" : t.isActive(at: now) ? "active" : "expired" }
@@ -66,11 +63,10 @@ struct TokenRevoke: AsyncParsableCommand {
     @Argument(help: "The token's id (`ich-server token list`).")
     var id: Int
 
-    @Option(help: "The service's data directory (ICH_DATA_DIR; default ./data).")
-    var dataDir: String?
+    @OptionGroup var data: DataDirectory
 
     func run() async throws {
-        switch try TriageService.revokeToken(dataDirectory: try setting(dataDir, "ICH_DATA_DIR", "data"), id: id) {
+        switch try TriageService.revokeToken(dataDirectory: try data.path(), id: id) {
         case .revoked: print("token \(id) revoked")
         case .alreadyRevoked: print("token \(id) was already revoked")
         case .notFound:
@@ -78,6 +74,14 @@ struct TokenRevoke: AsyncParsableCommand {
             throw ExitCode(1)
         }
     }
+}
+
+/// The data directory the token commands work on, the one `serve` uses.
+struct DataDirectory: ParsableArguments {
+    @Option(help: "The service's data directory (ICH_DATA_DIR; default ./data).")
+    var dataDir: String?
+
+    func path() throws -> String { try setting(dataDir, "ICH_DATA_DIR", "data") }
 }
 
 /// A token lifetime as operators write it: a number with s, m, h or d (plain seconds without).
