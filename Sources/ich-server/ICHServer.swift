@@ -5,7 +5,7 @@ struct ICHServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ich-server",
         abstract: "The intracranial-hemorrhage triage service: DICOMweb ingest, batched CPU inference, study results.",
-        subcommands: [Serve.self, Token.self],
+        subcommands: [Serve.self, Token.self, BackupCommand.self],
         defaultSubcommand: Serve.self)
 }
 

@@ -201,3 +201,57 @@ def test_sigterm_at_any_moment_exits_in_time_and_loses_nothing(tmp_path):
             assert counts["received"] >= len(acknowledged) and counts["processed"] == counts["received"], counts
     finally:
         assert srv.stop() == 0
+
+
+def test_a_backup_taken_under_load_restores_the_complete_studies(tmp_path):
+    """`ich-server backup --to FILE` while uploads go on; the copy, started as another server's
+    database, holds every study that was complete when the backup began, with the same results."""
+    import shutil
+    import threading
+
+    srv, client = loading_server(tmp_path, max_batch=8)
+    studies = [service.make_study(3, seed=60 + k) for k in range(3)]
+    try:
+        srv.wait_ready(120)
+        for files in studies:
+            for f in files:
+                assert client.post_instance(f.data).status == 202
+        before = {files[0].study: client.wait_complete(files[0].study, timeout=120) for files in studies}
+        stop = threading.Event()
+
+        def upload():
+            k = 0
+            while not stop.is_set():
+                for f in service.make_study(2, seed=900 + k):
+                    client.post_instance(f.data)
+                k += 1
+
+        uploader = threading.Thread(target=upload)
+        uploader.start()
+        time.sleep(0.5)
+        backup = tmp_path / "backup.sqlite"
+        result = subprocess.run([str(srv.binary), "backup", "--to", str(backup), "--data-dir", str(srv.data_dir)],
+                                capture_output=True, text=True, timeout=120, env=srv.environment())
+        stop.set()
+        uploader.join(60)
+        assert result.returncode == 0, result.stderr
+        again = subprocess.run([str(srv.binary), "backup", "--to", str(backup), "--data-dir", str(srv.data_dir)],
+                               capture_output=True, text=True, timeout=60, env=srv.environment())
+        assert again.returncode != 0, "an existing backup file was overwritten"
+    finally:
+        srv.kill()
+    restored_dir = tmp_path / "restored" / "data"
+    restored_dir.mkdir(parents=True)
+    shutil.copy(backup, restored_dir / "ich.sqlite")
+    restored = service.Server(restored_dir, service.test_bundle(), args=["--threads", "2", "--stable-age", "1"],
+                              log_path=tmp_path / "restored.log")
+    token = restored.token("admin")
+    restored.start()
+    try:
+        reader = restored.client(token)
+        for uid, study in before.items():
+            now = reader.get(f"/v1/studies/{uid}").json()
+            assert now["status"] == "complete" and now["counts"] == study["counts"], now
+            assert now["labels"] == study["labels"], uid
+    finally:
+        assert restored.stop() == 0, restored.log_tail()
