@@ -24,22 +24,25 @@ public enum DICOMDecoder {
     /// series' frames needs. A failure of the whole object fails every frame; a frame's own
     /// failure (a corrupt codestream) only that one.
     public static func decode(_ bytes: UnsafeRawBufferPointer, frames: [Int]) -> [Result<CTSlice, DICOMError>] {
-        let format: DCMTKObject.ImageFormat
-        let object: DCMTKObject
         do {
-            object = try DCMTKObject(bytes)
-            format = try object.decodableFormat()
+            return try decodeFrames(bytes) { _ in frames }
         } catch {
             return frames.map { _ in .failure(error) }
         }
-        return frames.map { frame in Result { () throws(DICOMError) in try object.slice(frame: frame, format: format) } }
     }
 
     /// Every frame of the object, in frame order, parsed once; what fails the whole object throws.
     public static func decodeAllFrames(_ bytes: UnsafeRawBufferPointer) throws(DICOMError) -> [Result<CTSlice, DICOMError>] {
+        try decodeFrames(bytes) { Array(1...$0) }
+    }
+
+    /// The frames `which(frameCount)` names, from one parse.
+    private static func decodeFrames(_ bytes: UnsafeRawBufferPointer, _ which: (Int) -> [Int]) throws(DICOMError)
+        -> [Result<CTSlice, DICOMError>]
+    {
         let object = try DCMTKObject(bytes)
         let format = try object.decodableFormat()
-        return (1...format.frames).map { frame in Result { () throws(DICOMError) in try object.slice(frame: frame, format: format) } }
+        return which(format.frames).map { frame in Result { () throws(DICOMError) in try object.slice(frame: frame, format: format) } }
     }
 
     /// Reads any well-formed instance's header, stopping at its Pixel Data (neither copied nor decoded).

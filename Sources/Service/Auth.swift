@@ -22,14 +22,25 @@ public enum Auth {
     public static func hash(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
 
     /// Creates a token with `scope`, valid for `lifetime` seconds (nil: until revoked), and returns its
-    /// id and secret; only its hash is kept. `audit` runs in the same transaction.
-    public static func createToken(_ db: Connection, scope: Scope, name: String, lifetime: Double?, at now: Double,
-                                   audit: (Connection, Int) throws -> Void = { _, _ in }) throws -> (id: Int, token: String) {
+    /// id and secret; only its hash is kept. Audited in the caller's transaction as done by token
+    /// `actor` (nil: the command line on the server's host).
+    static func createToken(_ db: Connection, scope: Scope, name: String, lifetime: Double?, by actor: Int?, at now: Double)
+        throws -> (id: Int, token: String)
+    {
         let token = makeToken()
         let id = try TokenStore.insert(db, hash: hash(token), scope: scope.rawValue, name: name, at: now,
                                        expiresAt: lifetime.map { now + $0 })
-        try audit(db, id)
+        try AuditLog.record(db, tokenID: actor, action: "create-token", study: nil, subjectToken: id, at: now)
         return (id, token)
+    }
+
+    /// Revokes token `id`, audited as for `createToken` when it changed anything.
+    static func revokeToken(_ db: Connection, id: Int, by actor: Int?, at now: Double) throws -> TokenStore.Revocation {
+        let outcome = try TokenStore.revoke(db, id: id, at: now)
+        if outcome == .revoked {
+            try AuditLog.record(db, tokenID: actor, action: "revoke-token", study: nil, subjectToken: id, at: now)
+        }
+        return outcome
     }
 
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {

@@ -11,12 +11,8 @@ public typealias TokenRevocation = Storage.TokenStore.Revocation
 extension TriageService {
     /// Makes a bearer token valid for `lifetime` seconds (nil: until revoked); returns its secret.
     public static func createToken(dataDirectory: String, scope: Scope, name: String, lifetime: Double? = nil) throws -> String {
-        let db = try openForTokens(dataDirectory)
-        return try db.write { db in
-            try Auth.createToken(db, scope: scope, name: name, lifetime: lifetime, at: Date().timeIntervalSince1970) { db, id in
-                try AuditLog.record(db, tokenID: nil, action: "create-token", study: nil, subjectToken: id,
-                                    at: Date().timeIntervalSince1970)
-            }.token
+        try openForTokens(dataDirectory).write {
+            try Auth.createToken($0, scope: scope, name: name, lifetime: lifetime, by: nil, at: Date().timeIntervalSince1970).token
         }
     }
 
@@ -30,14 +26,7 @@ extension TriageService {
     }
 
     public static func revokeToken(dataDirectory: String, id: Int) throws -> TokenRevocation {
-        try openForTokens(dataDirectory).write { db in
-            let now = Date().timeIntervalSince1970
-            let outcome = try TokenStore.revoke(db, id: id, at: now)
-            if outcome == .revoked {
-                try AuditLog.record(db, tokenID: nil, action: "revoke-token", study: nil, subjectToken: id, at: now)
-            }
-            return outcome
-        }
+        try openForTokens(dataDirectory).write { try Auth.revokeToken($0, id: id, by: nil, at: Date().timeIntervalSince1970) }
     }
 
     private static func openForTokens(_ dataDirectory: String) throws -> DatabaseQueue {

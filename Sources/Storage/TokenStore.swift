@@ -40,6 +40,9 @@ public struct TokenInfo: Sendable, Equatable {
     }
 
     public func isActive(at now: Double) -> Bool { revokedAt == nil && (expiresAt.map { $0 > now } ?? true) }
+
+    /// `active`, `revoked` or `expired`, as the API and `token list` show it.
+    public func status(at now: Double) -> String { revokedAt != nil ? "revoked" : isActive(at: now) ? "active" : "expired" }
 }
 
 public enum TokenStore {
@@ -70,10 +73,6 @@ public enum TokenStore {
             TokenInfo(id: $0.int(0), name: $0.text(1), scope: $0.text(2), createdAt: $0.double(3), expiresAt: $0.optionalDouble(4),
                       revokedAt: $0.optionalDouble(5), lastUsedAt: $0.optionalDouble(6))
         }
-    }
-
-    public static func info(_ db: Connection, id: Int) throws(StorageError) -> TokenInfo? {
-        try list(db).first { $0.id == id }
     }
 
     public enum Revocation: Sendable, Equatable {

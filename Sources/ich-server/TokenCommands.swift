@@ -39,13 +39,12 @@ struct TokenList: AsyncParsableCommand {
         let tokens = try TriageService.listTokens(dataDirectory: try data.path())
         let now = Date().timeIntervalSince1970
         func time(_ t: Double?) -> String { t.map { Date(timeIntervalSince1970: $0).formatted(.iso8601) } ?? "-" }
-        func status(_ t: TokenInfo) -> String { t.revokedAt != nil ? "revoked" : t.isActive(at: now) ? "active" : "expired" }
         if json {
             for token in tokens { print(TriageService.tokenJSON(token, now: now)) }
             return
         }
         let rows = [["id", "name", "scope", "status", "created", "expires", "last used"]] + tokens.map {
-            ["\($0.id)", $0.name, $0.scope, status($0), time($0.createdAt), time($0.expiresAt), time($0.lastUsedAt)]
+            ["\($0.id)", $0.name, $0.scope, $0.status(at: now), time($0.createdAt), time($0.expiresAt), time($0.lastUsedAt)]
         }
         let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {

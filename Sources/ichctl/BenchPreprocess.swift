@@ -46,6 +46,10 @@ struct BenchPreprocess: ParsableCommand {
             "decode_ms_per_slice": decodeSeconds / slices * 1000,
             "preprocess_ms_per_slice": preprocessSeconds / slices * 1000,
         ]
+        try printReport(report)
+    }
+
+    private func printReport(_ report: [String: Any]) throws {
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     }
@@ -60,8 +64,6 @@ struct BenchPreprocess: ParsableCommand {
             }
         }
         let files = Double(inputs.count * iterations)
-        let report: [String: Any] = ["files": Int(files), "header_ms_per_file": seconds / files * 1000]
-        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
-        print(String(decoding: data, as: UTF8.self))
+        try printReport(["files": Int(files), "header_ms_per_file": seconds / files * 1000])
     }
 }

@@ -33,7 +33,7 @@ struct Inspect: ParsableCommand {
         switch result {
         case .success(let frames):
             let slice = frames[0]
-            let stats = HounsfieldStatistics(slice.hounsfieldUnits())
+            let stats = frames.map { HounsfieldStatistics($0.hounsfieldUnits()) }
             object["study_instance_uid"] = slice.studyInstanceUID
             object["series_instance_uid"] = slice.seriesInstanceUID
             object["sop_instance_uid"] = slice.sopInstanceUID
@@ -54,16 +54,15 @@ struct Inspect: ParsableCommand {
             object["rescale_intercept"] = slice.rescaleIntercept
             object["pixel_padding_value"] = slice.pixelPaddingValue ?? NSNull()
             object["window"] = slice.storedWindow.map { ["center": $0.center, "width": $0.width] } ?? NSNull()
-            object["hu"] = ["min": stats.min, "max": stats.max, "mean": stats.mean]
+            object["hu"] = stats[0].json
             object["number_of_frames"] = frames.count
-            object["frames"] = frames.map { frame -> [String: Any] in
-                let stats = HounsfieldStatistics(frame.hounsfieldUnits())
-                return [
+            object["frames"] = zip(frames, stats).map { frame, stats -> [String: Any] in
+                [
                     "frame_number": frame.frameNumber,
                     "image_position_patient": frame.imagePositionPatient ?? NSNull(),
                     "image_orientation_patient": frame.imageOrientationPatient ?? NSNull(),
                     "rescale_slope": frame.rescaleSlope, "rescale_intercept": frame.rescaleIntercept,
-                    "hu": ["min": stats.min, "max": stats.max, "mean": stats.mean],
+                    "hu": stats.json,
                 ]
             }
         case .failure(let error):
@@ -79,11 +78,11 @@ struct Inspect: ParsableCommand {
             return "\(file): error \(error.type): \(error.detail)"
         case .success(let frames):
             let slice = frames[0]
-            let stats = HounsfieldStatistics(slice.hounsfieldUnits())
+            let perFrame = frames.map { HounsfieldStatistics($0.hounsfieldUnits()) }
+            let stats = perFrame[0]
             func list(_ values: [Double]?) -> String { values.map { $0.map { "\($0)" }.joined(separator: "\\") } ?? "-" }
-            let frameLines = frames.count == 1 ? "" : "\n  frames             \(frames.count)" + frames.map { frame in
-                let stats = HounsfieldStatistics(frame.hounsfieldUnits())
-                return "\n    \(frame.frameNumber)  position \(list(frame.imagePositionPatient))   intercept \(frame.rescaleIntercept)"
+            let frameLines = frames.count == 1 ? "" : "\n  frames             \(frames.count)" + zip(frames, perFrame).map { frame, stats in
+                "\n    \(frame.frameNumber)  position \(list(frame.imagePositionPatient))   intercept \(frame.rescaleIntercept)"
                     + "   HU min/max/mean \(stats.min) / \(stats.max) / \(stats.mean)"
             }.joined()
             return """
@@ -115,4 +114,6 @@ struct HounsfieldStatistics {
         }
         mean = values.isEmpty ? 0 : sum / Double(values.count)
     }
+
+    var json: [String: Double] { ["min": min, "max": max, "mean": mean] }
 }

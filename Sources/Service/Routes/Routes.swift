@@ -60,15 +60,8 @@ enum Routes {
                     try context.checkAuthThrottle(address)
                     principal = try Auth.authorize(head.headers, needs: scope, tokens: context.tokens)
                 }
-                // A malformed UID in the path is answered without echoing it (it may be anything, PHI included).
                 for (name, value) in parameters {
-                    if name == "id" {
-                        guard let id = Int(value), id > 0 else {
-                            throw Problem(400, "invalid-parameter", "The token id in the path must be a positive integer.")
-                        }
-                    } else if !UID.isValid(value) {
-                        throw Problem(400, "invalid-parameter", "The \(name == "sop" ? "SOP Instance" : "Study Instance") UID in the path is not a valid identifier (1 to 64 characters of 0-9, A-Z, a-z, dot, underscore and hyphen).")
-                    }
+                    if let problem = invalidPathParameter(name, value) { throw problem }
                 }
                 if route.ingest { try checkQueue(context) }
                 return .admit(Admission(route: route, parameters: parameters, template: t, principal: principal))
@@ -80,6 +73,20 @@ enum Routes {
         context.metrics.error(problem.slug)
         context.metrics.request(route: template, method: head.method, status: problem.status, duration: .zero)
         return .refuse(problem.response)
+    }
+
+    /// What is wrong with a path parameter, by its name in the route template; nil when it is well-formed.
+    /// The value is never echoed: it may be anything, PHI included.
+    static func invalidPathParameter(_ name: String, _ value: String) -> Problem? {
+        switch name {
+        case "id":
+            return Int(value).map { $0 > 0 } == true
+                ? nil : Problem(400, "invalid-parameter", "The token id in the path must be a positive integer.")
+        default:
+            return UID.isValid(value)
+                ? nil
+                : Problem(400, "invalid-parameter", "The \(name == "sop" ? "SOP Instance" : "Study Instance") UID in the path is not a valid identifier (1 to 64 characters of 0-9, A-Z, a-z, dot, underscore and hyphen).")
+        }
     }
 
     static func methodNotAllowed(_ allowed: [String]) -> Problem {

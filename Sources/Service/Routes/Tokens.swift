@@ -10,9 +10,9 @@ enum TokenRoutes {
     static let maximumLifetime = 10.0 * 365 * 86400
 
     static func info(_ token: TokenInfo, now: Double) -> JSONValue {
-        let status = token.revokedAt != nil ? "revoked" : token.isActive(at: now) ? "active" : "expired"
-        return .object([
-            ("id", .int(token.id)), ("name", .string(token.name)), ("scope", .string(token.scope)), ("status", .string(status)),
+        .object([
+            ("id", .int(token.id)), ("name", .string(token.name)), ("scope", .string(token.scope)),
+            ("status", .string(token.status(at: now))),
             ("createdAt", Representation.time(token.createdAt)),
             ("expiresAt", token.expiresAt.map(Representation.time) ?? .null),
             ("revokedAt", token.revokedAt.map(Representation.time) ?? .null),
@@ -51,10 +51,8 @@ enum TokenRoutes {
         let now = context.clock.now()
         let created: (id: Int, token: String)
         do {
-            created = try await context.writer.transaction { db in
-                try Auth.createToken(db, scope: scope, name: new.name, lifetime: new.expiresInSeconds, at: now) { db, id in
-                    try AuditLog.record(db, tokenID: principal.tokenID, action: "create-token", study: nil, subjectToken: id, at: now)
-                }
+            created = try await context.writer.transaction {
+                try Auth.createToken($0, scope: scope, name: new.name, lifetime: new.expiresInSeconds, by: principal.tokenID, at: now)
             }
         } catch {
             throw .databaseUnavailable("The token cannot be created")
@@ -74,13 +72,7 @@ enum TokenRoutes {
         let now = context.clock.now()
         let outcome: TokenStore.Revocation
         do {
-            outcome = try await context.writer.transaction { db in
-                let outcome = try TokenStore.revoke(db, id: id, at: now)
-                if outcome == .revoked {
-                    try AuditLog.record(db, tokenID: principal.tokenID, action: "revoke-token", study: nil, subjectToken: id, at: now)
-                }
-                return outcome
-            }
+            outcome = try await context.writer.transaction { try Auth.revokeToken($0, id: id, by: principal.tokenID, at: now) }
         } catch {
             throw .databaseUnavailable("The token cannot be revoked")
         }
