@@ -942,7 +942,10 @@ def main(argv=None) -> int:
     server_args = ["--max-batch", str(MAX_BATCH), "--max-delay-ms", "10", "--threads", str(args.threads),
                    "--stable-age", "1", "--queue-hard-limit", str(args.queue_hard_limit),
                    "--queue-high-water", str(max(1, args.queue_hard_limit // 2)),
-                   "--max-connections", str(args.max_connections)]
+                   "--max-connections", str(args.max_connections),
+                   # Every attack socket comes from 127.0.0.1; the per-client cap would refuse them at once
+                   # (Tests/python/test_slow_clients.py measures that). Off, the phases measure the rest.
+                   "--max-connections-per-client", "0"]
     srv = Server(data_dir, model, args=server_args, binary=binary, log_path=work / "server.log")
     tokens = {scope: srv.token(scope, name=f"load-{scope}") for scope in ("admin", "ingest", "read")}
     log(f"load test: work dir {work}; server {' '.join(server_args)}")

@@ -43,6 +43,15 @@ public final class ServiceMetrics: Sendable {
         ).record(duration)
     }
 
+    /// Connections closed or refused before they were served, by the defence that fired
+    /// (`server_full`, `client_full`, `dropped`, `evicted`, `head_timeout`, `body_too_slow`).
+    func connectionRefused(_ reason: String) {
+        registry.makeCounter(
+            descriptor: Self.name("http_connections_refused", "total", "Connections closed or refused before they were served, by reason."),
+            labels: [("reason", reason)]
+        ).increment()
+    }
+
     /// `result`: stored, duplicate or failed.
     func ingested(_ result: String, count: Int = 1) {
         guard count > 0 else { return }

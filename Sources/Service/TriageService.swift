@@ -73,6 +73,7 @@ public final class TriageService: Sendable {
                 context.metrics.error(error.type)
                 return error.problem.response
             },
+            onRefusal: { reason in context.metrics.connectionRefused(reason.rawValue) },
             handler: { request in await Routes.handle(request, context: context) })
         let port = try http.start()
         server.withLock { $0 = http }

@@ -22,7 +22,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Queued slices above which /readyz is not ready (ICH_QUEUE_HIGH_WATER; default 2000).") var queueHighWater: Int?
     @Option(help: "Queued slices above which ingest answers 503 (ICH_QUEUE_HARD_LIMIT; default 10000).") var queueHardLimit: Int?
     @Option(help: "Largest request body in bytes (ICH_MAX_BODY_BYTES; default 2 GiB).") var maxBodyBytes: Int?
-    @Option(help: "Most open connections (ICH_MAX_CONNECTIONS; default 256).") var maxConnections: Int?
+    @Option(help: "Most open connections (ICH_MAX_CONNECTIONS; default 4096, or less where the file-descriptor limit needs it).") var maxConnections: Int?
+    @Option(help: "Most open connections one client address (an IPv6 /64) may hold; the next get 429 (ICH_MAX_CONNECTIONS_PER_CLIENT; default 32; 0: no cap).") var maxConnectionsPerClient: Int?
+    @Flag(help: "Every connection starts with a PROXY protocol header (v1 or v2) from a trusted load balancer, whose client is the one counted and logged (ICH_PROXY_PROTOCOL=1). Only for a port the balancer alone can reach.") var proxyProtocol = false
     @Option(help: "Failed authentications per client address and minute before it gets 429 for the rest of that minute (ICH_AUTH_FAILURE_LIMIT; default 20; 0: no limit, e.g. behind a proxy).") var authFailureLimit: Int?
     @Option(help: "Base URL clients use to reach this service, for absolute links in notifications and STOW-RS responses (ICH_PUBLIC_URL).") var publicURL: String?
     @Option(help: "Webhook URL for positive studies; repeat for several (ICH_WEBHOOK_URLS, comma-separated).") var webhookURL: [String] = []
@@ -48,7 +50,24 @@ struct Serve: AsyncParsableCommand {
         http.host = try setting(host, "ICH_HOST", http.host)
         http.port = try setting(port, "ICH_PORT", http.port)
         http.maxBodyBytes = try setting(maxBodyBytes, "ICH_MAX_BODY_BYTES", http.maxBodyBytes)
-        http.maxConnections = try setting(maxConnections, "ICH_MAX_CONNECTIONS", http.maxConnections)
+        // Each connection is a descriptor: lift the soft limit to the hard one and size the cap under it.
+        let descriptors = DescriptorLimit.raiseSoftLimit()
+        let cap = DescriptorLimit.connectionCap(limit: descriptors.after)
+        let requested = try setting(maxConnections, "ICH_MAX_CONNECTIONS", min(DescriptorLimit.defaultCap, cap))
+        http.maxConnections = min(requested, cap)
+        http.maxConnectionsPerClient = try setting(maxConnectionsPerClient, "ICH_MAX_CONNECTIONS_PER_CLIENT", http.maxConnectionsPerClient)
+        http.proxyProtocol = proxyProtocol || ProcessInfo.processInfo.environment["ICH_PROXY_PROTOCOL"] == "1"
+        guard requested >= 1, http.maxConnectionsPerClient >= 0 else {
+            throw ValidationError("max-connections must be at least 1 and max-connections-per-client at least 0.")
+        }
+        if requested > cap {
+            logger.warning("max-connections lowered to fit the file-descriptor limit",
+                           metadata: ["requested": "\(requested)", "max_connections": "\(cap)", "fd_limit": "\(descriptors.after)"])
+        }
+        logger.info("connection limits", metadata: [
+            "fd_limit": "\(descriptors.after)", "fd_limit_before": "\(descriptors.before)", "max_connections": "\(http.maxConnections)",
+            "max_connections_per_client": "\(http.maxConnectionsPerClient)", "proxy_protocol": "\(http.proxyProtocol)",
+        ])
         let dataDirectory = try setting(dataDir, "ICH_DATA_DIR", "data")
         var configuration = ServiceConfiguration(
             http: http, dataDirectory: dataDirectory, modelDirectory: try setting(model, "ICH_MODEL", "Models/default"))

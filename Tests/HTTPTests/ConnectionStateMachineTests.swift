@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 
 @testable import HTTP
@@ -10,11 +11,13 @@ private struct Harness {
 
     init(
         _ configure: (inout HTTPServerConfiguration) -> Void = { _ in },
-        headCheck: (@Sendable (HTTPRequestHead) -> HeadDecision)? = nil
+        headCheck: HeadCheck? = nil,
+        admitClient: (@Sendable (String) -> ConnectionAdmission<UInt64>.Decision)? = nil
     ) {
         var configuration = HTTPServerConfiguration(bodyDirectory: "/tmp")
         configure(&configuration)
-        machine = ConnectionStateMachine(configuration: configuration, now: start, headCheck: headCheck)
+        machine = ConnectionStateMachine(
+            configuration: configuration, now: start, clientAddress: "10.0.0.9", headCheck: headCheck, admitClient: admitClient)
     }
 
     func at(_ seconds: Double) -> ContinuousClock.Instant { start + .milliseconds(Int(seconds * 1000)) }
@@ -49,6 +52,7 @@ private struct Harness {
             case .closeNow: return "closeNow"
             case .pauseReading: return "pause"
             case .resumeReading: return "resume"
+            case .refused(let reason): return "refused \(reason.rawValue)"
             }
         }
     }
@@ -147,12 +151,12 @@ private let getB = "GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
 }
 
 @Test func headCheckRejectionWithABodyClosesWithout100() {
-    var h = Harness(headCheck: { _ in .refuse(HTTPResponse(status: 401)) })
+    var h = Harness(headCheck: { _, _ in .refuse(HTTPResponse(status: 401)) })
     #expect(h.send("PUT /p HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n") == ["respond 401 close", "close"])
 }
 
 @Test func headCheckRejectionWithoutABodyKeepsTheConnection() {
-    var h = Harness(headCheck: { $0.path == "/a" ? .refuse(HTTPResponse(status: 401)) : .admit(nil) })
+    var h = Harness(headCheck: { head, _ in head.path == "/a" ? .refuse(HTTPResponse(status: 401)) : .admit(nil) })
     #expect(h.send(getA + getB) == ["respond 401", "deliver GET /b 0", "pause"])
 }
 
@@ -179,12 +183,69 @@ private let getB = "GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
     #expect(h.send(getA) == [])
 }
 
-@Test func headerReadTimeoutCountsFromTheFirstByte() {
+@Test func laterHeadsAreTimedFromTheirFirstByte() {
     var h = Harness { $0.headerReadTimeout = .seconds(10) }
-    #expect(h.tick(30) == [])  // idle, not reading a head: the idle timeout (60 s) applies
+    _ = h.send(getA)
+    _ = h.respond(200, at: 1)
+    #expect(h.tick(30) == [])  // an idle keep-alive: the idle timeout (60 s) applies
     #expect(h.send("GET /a HTTP/1.1\r\n", at: 30) == [])
     #expect(h.tick(39.9) == [])
     #expect(h.tick(40) == ["fail 408 request-timeout", "close"])
+}
+
+@Test func theFirstHeadIsTimedFromTheAcceptNotPerByte() {
+    var h = Harness { $0.headerReadTimeout = .seconds(10) }
+    for second in 1...9 { #expect(h.send("G", at: Double(second)) == []) }  // a byte a second never resets it
+    #expect(h.tick(9.9) == [])
+    #expect(h.tick(10) == ["fail 408 request-timeout", "close"])
+}
+
+@Test func aConnectionThatSendsNothingIsClosedAtTheHeadDeadline() {
+    var h = Harness {
+        $0.headerReadTimeout = .seconds(10)
+        $0.idleTimeout = .seconds(60)
+    }
+    #expect(h.machine.deadline == h.at(10))
+    #expect(h.tick(10) == ["refused head_timeout", "closeNow"])
+}
+
+@Test func waitingForHeadSinceIsNilWhileARequestIsInProgress() {
+    var h = Harness()
+    #expect(h.machine.waitingForHeadSince == h.at(0))
+    _ = h.send(getA, at: 1)
+    #expect(h.machine.waitingForHeadSince == nil)
+    _ = h.respond(200, at: 2)
+    #expect(h.machine.waitingForHeadSince == h.at(2))
+}
+
+@Test func aProxyHeaderNamesTheClientTheHeadCheckSees() {
+    let seen = Mutex<[String]>([])
+    var h = Harness({ $0.proxyProtocol = true }, headCheck: { _, address in
+        seen.withLock { $0.append(address) }
+        return .admit(nil)
+    }, admitClient: { _ in .admit })
+    #expect(h.send("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n" + getA) == ["deliver GET /a 0", "pause"])
+    #expect(seen.withLock { $0 } == ["192.0.2.7"])
+    #expect(h.machine.clientAddress == "192.0.2.7")
+}
+
+@Test func withProxyProtocolOnARequestWithoutTheHeaderIs400() {
+    var h = Harness { $0.proxyProtocol = true }
+    #expect(h.send(getA) == ["fail 400 bad-proxy-header", "close"])
+}
+
+@Test func aProxiedClientOverItsCapIsRefusedOrDropped() {
+    var refused = Harness({ $0.proxyProtocol = true }, admitClient: { _ in .refuse(.clientFull) })
+    #expect(refused.send("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n" + getA)
+        == ["fail 429 too-many-connections-from-client", "close"])
+    var dropped = Harness({ $0.proxyProtocol = true }, admitClient: { _ in .drop(.clientFull) })
+    #expect(dropped.send("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n") == ["refused dropped", "closeNow"])
+}
+
+@Test func aProxyLocalHeaderKeepsTheSocketsPeer() {
+    var h = Harness { $0.proxyProtocol = true }
+    #expect(h.send("PROXY UNKNOWN\r\n" + getA) == ["deliver GET /a 0", "pause"])
+    #expect(h.machine.clientAddress == "10.0.0.9")
 }
 
 @Test func idleKeepAliveClosesSilently() {

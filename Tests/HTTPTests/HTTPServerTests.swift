@@ -298,15 +298,39 @@ private func withServer(
     }
 }
 
-@Test func connectionsPastTheLimitGet503() async throws {
+@Test func connectionsPastTheLimitGet503WhenNoneWaitsForAHead() async throws {
+    try await withServer({ $0.maxConnections = 1 }) { port, _, _ in
+        let first = try Client(port: port)
+        first.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")  // busy: a body in progress
+        try await Task.sleep(for: .milliseconds(100))
+        let second = try Client(port: port)
+        let response = try await #require(second.readResponse())
+        #expect(response.status == 503)
+        #expect(response.text == "too-many-connections")
+    }
+}
+
+@Test func aFullServerClosesAnIdleKeepAliveToServeANewcomer() async throws {
     try await withServer({ $0.maxConnections = 1 }) { port, _, _ in
         let first = try Client(port: port)
         first.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(await first.readResponse()?.status == 200)
         let second = try Client(port: port)
+        second.send("GET /n HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(await second.readResponse()?.status == 200)
+        #expect(await first.readsEOF())
+    }
+}
+
+@Test func aClientPastItsConnectionCapGets429() async throws {
+    try await withServer({ $0.maxConnectionsPerClient = 1 }) { port, _, _ in
+        let first = try Client(port: port)
+        let second = try Client(port: port)
         let response = try await #require(second.readResponse())
-        #expect(response.status == 503)
-        #expect(response.text == "too-many-connections")
+        #expect(response.status == 429)
+        #expect(response.text == "too-many-connections-from-client")
+        first.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(await first.readResponse()?.status == 200)
     }
 }
 

@@ -948,8 +948,10 @@ def test_connection_limit_answer_is_documented(fresh_server):
     srv = fresh_server(["--threads", "2", "--max-connections", "1"]).start()
     token = srv.token("ingest")
     with srv.client().connection() as held:
-        held.send(build_request("GET", "/healthz"))
-        assert held.read_response().status == 200
+        # Busy with a body: an idle keep-alive would be closed to make room instead.
+        held.send(f"POST /v1/instances HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                  "Content-Type: application/dicom\r\nContent-Length: 100\r\n\r\nab".encode())
+        time.sleep(0.2)
         with srv.client().connection() as refused:
             refused.send(build_request("POST", "/v1/instances", body=make_study(1)[0].data,
                                        headers=[("Authorization", f"Bearer {token}"),

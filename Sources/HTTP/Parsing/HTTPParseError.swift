@@ -34,6 +34,8 @@ public enum HTTPParseError: Error, Equatable, Sendable {
     case badChunkFraming
     case trailerTooLarge
     case badTrailer
+    // Before the request: the PROXY protocol header of a trusted load balancer
+    case malformedProxyHeader
 
     public var status: Int {
         switch self {
@@ -64,6 +66,7 @@ public enum HTTPParseError: Error, Equatable, Sendable {
         case .bodyTooLarge: "body-too-large"
         case .invalidChunkSize, .chunkSizeOverflow, .chunkExtensionTooLong, .badChunkFraming: "bad-chunk"
         case .trailerTooLarge, .badTrailer: "bad-trailer"
+        case .malformedProxyHeader: "bad-proxy-header"
         }
     }
 
@@ -100,6 +103,8 @@ public enum HTTPParseError: Error, Equatable, Sendable {
         case .badChunkFraming: "Chunked framing is malformed: a chunk line or chunk data does not end with CRLF."
         case .trailerTooLarge: "The chunked trailer section is larger than the server accepts."
         case .badTrailer: "A trailer field in the chunked body is malformed."
+        case .malformedProxyHeader:
+            "The server expects a PROXY protocol header (version 1 or 2) before the request, and this connection did not send a valid one."
         }
     }
 }

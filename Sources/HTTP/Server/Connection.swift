@@ -1,5 +1,6 @@
 import Dispatch
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -11,14 +12,17 @@ import Darwin
 /// is what makes the `@unchecked Sendable` true; handlers run in Tasks and
 /// hop back onto `queue` with their response.
 final class Connection: @unchecked Sendable {
+    let id: UInt64
     let fd: Int32
     let queue: DispatchQueue
-    let remoteAddress: String
+    /// The machine's `waitingForHeadSince`, published for the server, which reads it from its own thread.
+    let waitingForHeadSince = Mutex<ContinuousClock.Instant?>(nil)
     private var machine: ConnectionStateMachine
     private let handler: HTTPHandler
     private let errorResponse: @Sendable (HTTPServerError) -> HTTPResponse
     private let logger: Logger
     private let onClose: @Sendable (Connection) -> Void
+    private let onRefusal: @Sendable (ConnectionRefusal) -> Void
     private let drainTimeout: Duration
 
     private var readSource: DispatchSourceRead?
@@ -37,21 +41,24 @@ final class Connection: @unchecked Sendable {
     private var pendingCancels = 0
 
     init(
-        fd: Int32, remoteAddress: String, configuration: HTTPServerConfiguration,
-        headCheck: HeadCheck?,
+        id: UInt64, fd: Int32, remoteAddress: String, configuration: HTTPServerConfiguration,
+        headCheck: HeadCheck?, admitClient: (@Sendable (String) -> ConnectionAdmission<UInt64>.Decision)?,
         errorResponse: @escaping @Sendable (HTTPServerError) -> HTTPResponse,
-        handler: @escaping HTTPHandler, logger: Logger, onClose: @escaping @Sendable (Connection) -> Void
+        handler: @escaping HTTPHandler, logger: Logger, onClose: @escaping @Sendable (Connection) -> Void,
+        onRefusal: @escaping @Sendable (ConnectionRefusal) -> Void
     ) {
+        self.id = id
         self.fd = fd
-        self.remoteAddress = remoteAddress
         self.queue = DispatchQueue(label: "http.connection")
-        let boundCheck: (@Sendable (HTTPRequestHead) -> HeadDecision)? =
-            if let headCheck { { head in headCheck(head, remoteAddress) } } else { nil }
-        self.machine = ConnectionStateMachine(configuration: configuration, now: .now, headCheck: boundCheck)
+        let now = ContinuousClock.now
+        self.machine = ConnectionStateMachine(
+            configuration: configuration, now: now, clientAddress: remoteAddress, headCheck: headCheck, admitClient: admitClient)
+        waitingForHeadSince.withLock { $0 = now }
         self.handler = handler
         self.errorResponse = errorResponse
         self.logger = logger
         self.onClose = onClose
+        self.onRefusal = onRefusal
         self.drainTimeout = configuration.drainTimeout
     }
 
@@ -86,6 +93,17 @@ final class Connection: @unchecked Sendable {
 
     func forceClose() {
         queue.async { [self] in teardown() }
+    }
+
+    /// The server is full and this connection has waited longest for a request:
+    /// closed without an answer, as an idle keep-alive may be (RFC 9112 §9.5),
+    /// unless a request started meanwhile.
+    func evict() {
+        queue.async { [self] in
+            guard !closed, machine.waitingForHeadSince != nil else { return }
+            onRefusal(.evicted)
+            teardown()
+        }
     }
 
     // MARK: Events
@@ -157,7 +175,7 @@ final class Connection: @unchecked Sendable {
             case .deliver(let head, let body):
                 if case .file(let path, _) = body { deliveredFile = path }
                 handlerRunning = true
-                let request = HTTPRequest(head: head, body: body, remoteAddress: remoteAddress)
+                let request = HTTPRequest(head: head, body: body, remoteAddress: machine.clientAddress)
                 let handler = handler
                 Task { [self] in
                     let response = await handler(request)
@@ -166,6 +184,7 @@ final class Connection: @unchecked Sendable {
             case .respond(let response, let version, let close, let omitBody):
                 enqueue(serializeResponse(response, version: version, close: close, omitBody: omitBody, date: httpDate()))
             case .fail(let error):
+                if let refusal = ConnectionRefusal(error) { onRefusal(refusal) }
                 if case .bodyStorageFailed(let cause) = error {
                     logger.error("request body could not be stored; refused", metadata: ["error": "\(cause)"])
                 } else {
@@ -177,6 +196,8 @@ final class Connection: @unchecked Sendable {
                 flush()
             case .closeNow:
                 teardown()
+            case .refused(let refusal):
+                onRefusal(refusal)
             case .pauseReading:
                 if !readSuspended, let readSource {
                     readSource.suspend()
@@ -189,6 +210,8 @@ final class Connection: @unchecked Sendable {
                 }
             }
         }
+        let waiting = closed ? nil : machine.waitingForHeadSince
+        waitingForHeadSince.withLock { $0 = waiting }
         rescheduleTimer()
     }
 

@@ -18,6 +18,8 @@ struct ConnectionStateMachine {
         case closeNow
         case pauseReading
         case resumeReading
+        /// For the metrics: the connection is being closed for this reason (without a response).
+        case refused(ConnectionRefusal)
     }
 
     private struct BodyProgress {
@@ -32,6 +34,8 @@ struct ConnectionStateMachine {
     }
 
     private enum Phase {
+        /// Before the first request when `proxyProtocol` is on: the load balancer's PROXY header.
+        case proxyHeader
         /// Waiting for a head: idle while nothing has arrived, then timed from the first byte.
         case head(firstByte: Instant?)
         case body(BodyProgress)
@@ -40,7 +44,11 @@ struct ConnectionStateMachine {
     }
 
     let configuration: HTTPServerConfiguration
-    let headCheck: (@Sendable (HTTPRequestHead) -> HeadDecision)?
+    let headCheck: HeadCheck?
+    /// Asked once a PROXY header names the client: may it hold one more connection?
+    let admitClient: (@Sendable (String) -> ConnectionAdmission<UInt64>.Decision)?
+    /// The socket's peer, or the client a PROXY header named.
+    private(set) var clientAddress: String
     private let parser: RequestHeadParser
     private var phase: Phase = .head(firstByte: nil)
     private var inbound: [UInt8] = []
@@ -49,12 +57,23 @@ struct ConnectionStateMachine {
     private var idleSince: Instant
     private var shuttingDown = false
     private var peerClosed = false
+    /// Until its first request head is complete, a connection has `headerReadTimeout`
+    /// from its accept, not the keep-alive `idleTimeout`: a socket opened and left
+    /// silent (or trickling) is an attack or a fault, while an idle keep-alive is a
+    /// client's connection pool.
+    private var awaitingFirstRequest = true
 
-    init(configuration: HTTPServerConfiguration, now: Instant, headCheck: (@Sendable (HTTPRequestHead) -> HeadDecision)? = nil) {
+    init(
+        configuration: HTTPServerConfiguration, now: Instant, clientAddress: String = "", headCheck: HeadCheck? = nil,
+        admitClient: (@Sendable (String) -> ConnectionAdmission<UInt64>.Decision)? = nil
+    ) {
         self.configuration = configuration
         self.headCheck = headCheck
+        self.admitClient = admitClient
+        self.clientAddress = clientAddress
         parser = RequestHeadParser(maxHeaderBytes: configuration.maxHeaderBytes, maxHeaderCount: configuration.maxHeaderCount)
         idleSince = now
+        if configuration.proxyProtocol { phase = .proxyHeader }
     }
 
     var isClosed: Bool {
@@ -64,8 +83,19 @@ struct ConnectionStateMachine {
 
     /// No request in progress: what shutdown may close at once.
     var isIdle: Bool {
-        if case .head(nil) = phase { return inbound.isEmpty }
-        return false
+        switch phase {
+        case .head(nil), .proxyHeader: inbound.isEmpty
+        default: false
+        }
+    }
+
+    /// Since when the connection has waited for a request head (nil while a
+    /// request is in progress): the server closes the longest waiting to make room.
+    var waitingForHeadSince: Instant? {
+        switch phase {
+        case .head, .proxyHeader: idleSince
+        case .body, .handling, .closed: nil
+        }
     }
 
     // MARK: Events
@@ -123,7 +153,8 @@ struct ConnectionStateMachine {
     /// The next time `tick` has something to check, if any.
     var deadline: Instant? {
         switch phase {
-        case .head(nil): idleSince + configuration.idleTimeout
+        case .proxyHeader: idleSince + configuration.headerReadTimeout
+        case .head(nil): idleSince + (awaitingFirstRequest ? configuration.headerReadTimeout : configuration.idleTimeout)
         case .head(let firstByte?): firstByte + configuration.headerReadTimeout
         case .body(let progress):
             configuration.minBodyBytesPerSecond > 0 ? progress.windowStart + configuration.bodyRateWindow : nil
@@ -133,10 +164,19 @@ struct ConnectionStateMachine {
 
     mutating func tick(now: Instant) -> [Action] {
         switch phase {
+        case .proxyHeader:
+            guard now - idleSince >= configuration.headerReadTimeout else { return [] }
+            if inbound.isEmpty {
+                phase = .closed
+                return [.refused(.headTimeout), .closeNow]
+            }
+            return fail(.headerReadTimeout)
         case .head(nil):
-            guard now - idleSince >= configuration.idleTimeout else { return [] }
+            let limit = awaitingFirstRequest ? configuration.headerReadTimeout : configuration.idleTimeout
+            guard now - idleSince >= limit else { return [] }
             phase = .closed
-            return [.closeNow]
+            // A keep-alive that idled out is normal; a connection that never sent a request is refused.
+            return awaitingFirstRequest ? [.refused(.headTimeout), .closeNow] : [.closeNow]
         case .head(let firstByte?):
             guard now - firstByte >= configuration.headerReadTimeout else { return [] }
             return fail(.headerReadTimeout)
@@ -168,9 +208,33 @@ struct ConnectionStateMachine {
         var actions: [Action] = []
         while true {
             switch phase {
+            case .proxyHeader:
+                guard !inbound.isEmpty else { return actions }
+                let result: ProxyHeader.Result
+                do throws(HTTPParseError) {
+                    result = try ProxyHeader.parse(inbound)
+                } catch {
+                    return actions + fail(.malformedRequest(error))
+                }
+                guard case .complete(let client, let consumed) = result else { return actions }
+                inbound.removeFirst(consumed)
+                phase = .head(firstByte: nil)
+                if let client {
+                    clientAddress = client
+                    switch admitClient?(client) ?? .admit {
+                    case .admit, .admitEvicting: break
+                    case .refuse: return actions + fail(.tooManyConnectionsFromClient)
+                    case .drop:
+                        abandon()
+                        phase = .closed
+                        return actions + [.refused(.dropped), .closeNow]
+                    }
+                }
             case .head(let firstByte):
                 guard !inbound.isEmpty else { return actions }
-                if firstByte == nil { phase = .head(firstByte: now) }
+                // The first head is timed from the accept (a PROXY header and, with TLS, the
+                // handshake included); later ones from their first byte.
+                if firstByte == nil { phase = .head(firstByte: awaitingFirstRequest ? idleSince : now) }
                 // Re-parse only when a line may have ended (or the limit is reached):
                 // a client trickling bytes costs one scan per line, not per byte.
                 let fresh = inbound[scanned...]
@@ -214,6 +278,7 @@ struct ConnectionStateMachine {
     }
 
     private mutating func startRequest(_ head: HTTPRequestHead, now: Instant) -> [Action] {
+        awaitingFirstRequest = false
         let keepAlive = head.keepAlive && !shuttingDown
         let framing: BodyFraming
         do throws(HTTPParseError) {
@@ -231,7 +296,7 @@ struct ConnectionStateMachine {
         }
         let hasBody = framing != .none && framing != .length(0)
         var head = head
-        switch headCheck?(head) {
+        switch headCheck?(head, clientAddress) {
         case .admit(let admission): head.admission = admission
         case nil: break
         case .refuse(let rejection):

@@ -32,6 +32,7 @@ public final class HTTPServer: @unchecked Sendable {
     private let headCheck: HeadCheck?
     private let errorResponse: @Sendable (HTTPServerError) -> HTTPResponse
     private let handler: HTTPHandler
+    private let onRefusal: @Sendable (ConnectionRefusal) -> Void
 
     private let lock = NSLock()
     private let acceptQueue = DispatchQueue(label: "http.accept")
@@ -41,20 +42,26 @@ public final class HTTPServer: @unchecked Sendable {
     private var acceptFailuresSinceLog = 0
     /// The listener while accepting is paused (suspended); resumed even after shutdown so its cancellation completes.
     private var pausedListener: (any DispatchSourceRead)?
-    private var connections: [ObjectIdentifier: Connection] = [:]
+    private var connections: [UInt64: Connection] = [:]
+    private var admission: ConnectionAdmission<UInt64>
+    private var nextID: UInt64 = 0
     private var shuttingDown = false
 
     public init(
         configuration: HTTPServerConfiguration, logger: Logger,
         headCheck: HeadCheck? = nil,
         errorResponse: @escaping @Sendable (HTTPServerError) -> HTTPResponse,
+        onRefusal: @escaping @Sendable (ConnectionRefusal) -> Void = { _ in },
         handler: @escaping HTTPHandler
     ) {
         self.configuration = configuration
         self.logger = logger
         self.headCheck = headCheck
         self.errorResponse = errorResponse
+        self.onRefusal = onRefusal
         self.handler = handler
+        admission = ConnectionAdmission(
+            maxConnections: configuration.maxConnections, maxPerClient: configuration.maxConnectionsPerClient)
     }
 
     /// Open connections, including ones being refused with 503.
@@ -149,24 +156,57 @@ public final class HTTPServer: @unchecked Sendable {
             guard case .processed(let fd) = result else { return }
             configureAccepted(fd)
             let remote = Self.numericHost(&address)
-            let (accepted, count) = lock.withLock { () -> (Bool, Int) in
-                (!shuttingDown && connections.count < 2 * configuration.maxConnections, connections.count)
+            // Behind a PROXY-protocol load balancer every socket comes from it: the client is counted once its header names it.
+            let key = configuration.proxyProtocol ? nil : clientKey(remote)
+            let (id, decision) = lock.withLock { () -> (UInt64, ConnectionAdmission<UInt64>.Decision?) in
+                guard !shuttingDown else { return (0, nil) }
+                nextID += 1
+                return (nextID, admission.connect(nextID, client: key) { waitingConnections() })
             }
-            guard accepted else {
+            var reject: HTTPServerError?
+            switch decision {
+            case nil:
                 close(fd)
                 continue
+            case .drop:
+                close(fd)
+                onRefusal(.dropped)
+                continue
+            case .refuse(.serverFull): reject = .tooManyConnections
+            case .refuse(.clientFull): reject = .tooManyConnectionsFromClient
+            case .admitEvicting(let victim): lock.withLock { connections[victim] }?.evict()
+            case .admit: break
+            }
+            var admitClient: (@Sendable (String) -> ConnectionAdmission<UInt64>.Decision)?
+            if configuration.proxyProtocol {
+                admitClient = { [weak self] client in self?.identify(id, client) ?? .admit }
             }
             let connection = Connection(
-                fd: fd, remoteAddress: remote, configuration: configuration, headCheck: headCheck,
+                id: id, fd: fd, remoteAddress: remote, configuration: configuration, headCheck: headCheck,
+                admitClient: admitClient,
                 errorResponse: errorResponse, handler: handler, logger: logger,
-                onClose: { [weak self] connection in self?.remove(connection) })
-            lock.withLock { connections[ObjectIdentifier(connection)] = connection }
-            connection.start(reject: count >= configuration.maxConnections ? .tooManyConnections : nil)
+                onClose: { [weak self] connection in self?.remove(connection) }, onRefusal: onRefusal)
+            lock.withLock { connections[id] = connection }
+            connection.start(reject: reject)
         }
     }
 
+    /// Called under `lock`, only when the server is full.
+    private func waitingConnections() -> [(UInt64, ContinuousClock.Instant)] {
+        connections.compactMap { id, connection in
+            connection.waitingForHeadSince.withLock { $0 }.map { (id, $0) }
+        }
+    }
+
+    private func identify(_ id: UInt64, _ client: String) -> ConnectionAdmission<UInt64>.Decision {
+        lock.withLock { admission.identify(id, client: clientKey(client)) }
+    }
+
     private func remove(_ connection: Connection) {
-        _ = lock.withLock { connections.removeValue(forKey: ObjectIdentifier(connection)) }
+        lock.withLock {
+            guard connections.removeValue(forKey: connection.id) != nil else { return }
+            admission.disconnect(connection.id)
+        }
     }
 
     private func configureAccepted(_ fd: Int32) {

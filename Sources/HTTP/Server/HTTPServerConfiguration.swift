@@ -10,12 +10,21 @@ public struct HTTPServerConfiguration: Sendable {
     /// `Connection: close` (a client learns why, instead of hanging in the
     /// backlog); past twice this they are closed at once.
     public var maxConnections: Int
+    /// Open connections one client (an IPv4 address, or an IPv6 /64) may hold; the
+    /// next ones are answered 429 and closed, past twice this closed at once. 0: no cap.
+    public var maxConnectionsPerClient: Int
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a trusted
+    /// load balancer, and the client it names is the one counted, throttled and logged.
+    /// Only for a listener the load balancer alone can reach.
+    public var proxyProtocol: Bool
     /// The whole request head (request line and fields); beyond it: 431.
     public var maxHeaderBytes: Int
     public var maxHeaderCount: Int
     /// Checked against Content-Length up front and chunk sizes as they arrive; beyond it: 413.
     public var maxBodyBytes: Int
-    /// From the first byte of a request head to its blank line; beyond it: 408 and close.
+    /// From the first byte of a request head to its blank line (for a connection's
+    /// first request, from its accept); beyond it: 408 and close, or a silent close
+    /// for a connection that never sent a byte.
     public var headerReadTimeout: Duration
     /// A keep-alive connection with no request in progress is closed silently after this.
     public var idleTimeout: Duration
@@ -36,6 +45,8 @@ public struct HTTPServerConfiguration: Sendable {
         port: Int = 8080,
         backlog: Int32 = 128,
         maxConnections: Int = 256,
+        maxConnectionsPerClient: Int = 32,
+        proxyProtocol: Bool = false,
         maxHeaderBytes: Int = 16 * 1024,
         maxHeaderCount: Int = 100,
         maxBodyBytes: Int = 2 * 1024 * 1024 * 1024,
@@ -51,6 +62,8 @@ public struct HTTPServerConfiguration: Sendable {
         self.port = port
         self.backlog = backlog
         self.maxConnections = maxConnections
+        self.maxConnectionsPerClient = maxConnectionsPerClient
+        self.proxyProtocol = proxyProtocol
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaderCount = maxHeaderCount
         self.maxBodyBytes = maxBodyBytes

@@ -8,6 +8,8 @@ public enum HTTPServerError: Error, Sendable, Equatable {
     case bodyTooSlow
     case expectationFailed
     case tooManyConnections
+    /// This client (address, or IPv6 /64) holds `maxConnectionsPerClient` connections already.
+    case tooManyConnectionsFromClient
     /// The body could not be written to the body directory (disk full, permissions, EIO): the cause is for the log.
     case bodyStorageFailed(SystemError)
 
@@ -17,6 +19,7 @@ public enum HTTPServerError: Error, Sendable, Equatable {
         case .headerReadTimeout, .bodyTooSlow: 408
         case .expectationFailed: 417
         case .tooManyConnections: 503
+        case .tooManyConnectionsFromClient: 429
         case .bodyStorageFailed: 503
         }
     }
@@ -27,6 +30,7 @@ public enum HTTPServerError: Error, Sendable, Equatable {
         case .headerReadTimeout, .bodyTooSlow: "request-timeout"
         case .expectationFailed: "expectation-failed"
         case .tooManyConnections: "too-many-connections"
+        case .tooManyConnectionsFromClient: "too-many-connections-from-client"
         case .bodyStorageFailed: "body-storage-failed"
         }
     }
@@ -38,6 +42,8 @@ public enum HTTPServerError: Error, Sendable, Equatable {
         case .bodyTooSlow: "The request body arrived slower than the server's minimum rate."
         case .expectationFailed: "The only expectation supported is '100-continue'."
         case .tooManyConnections: "The server has too many open connections; retry later."
+        case .tooManyConnectionsFromClient:
+            "This client address has as many open connections as the server allows one client; reuse or close one, or retry later."
         case .bodyStorageFailed: "The server could not store the request body."
         }
     }
