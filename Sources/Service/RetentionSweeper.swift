@@ -61,7 +61,7 @@ final class RetentionSweeper: Sendable {
         return batch
     }
 
-    /// Batches until none is left, without pauses: what a test or a caller that owns the writer runs.
+    /// One pass at once: batches back to back until none is left, on the caller's thread (the tests' way in).
     @discardableResult
     func runPass() throws -> PassTotals {
         var totals = PassTotals()
