@@ -45,6 +45,9 @@ public struct ServiceConfiguration: Sendable {
     public var webhooks = WebhookConfiguration()
     /// A series rules file (`docs/SERIES_RULES.md`) replacing the built-in rules for non-contrast head CT.
     public var seriesRulesPath: String?
+    /// Days after its completion (its last slice's arrival or outcome, whichever is later) at which a
+    /// study is deleted with its slices, series and notifications, audited; nil keeps studies forever.
+    public var retentionDays: Int?
 
     public init(http: HTTPServerConfiguration, dataDirectory: String, modelDirectory: String) {
         self.http = http

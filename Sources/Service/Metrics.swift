@@ -87,6 +87,17 @@ public final class ServiceMetrics: Sendable {
         ).increment(by: Int64(count))
     }
 
+    /// Studies and their slices deleted by `--retention-days`.
+    func retentionDeleted(studies: Int, slices: Int) {
+        guard studies > 0 else { return }
+        for (kind, count) in [("studies", studies), ("slices", slices)] {
+            registry.makeCounter(
+                descriptor: Self.name("retention_deleted", "total", "Studies and slices deleted by retention, by kind."),
+                labels: [("kind", kind)]
+            ).increment(by: Int64(count))
+        }
+    }
+
     func error(_ type: String) {
         registry.makeCounter(descriptor: Self.name("errors", "total", "Errors by problem type."), labels: [("type", type)])
             .increment()

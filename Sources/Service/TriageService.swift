@@ -13,6 +13,7 @@ public final class TriageService: Sendable {
     let context: ServiceContext
     let router: Router<Route>
     let notifier: Notifier
+    let retention: RetentionSweeper?
     private let server: Mutex<HTTPServer?> = Mutex(nil)
     private let modelLoad = Mutex<Result<Void, ServiceError>?>(nil)
 
@@ -22,6 +23,9 @@ public final class TriageService: Sendable {
 
     init(configuration: ServiceConfiguration, logger: Logger, clock: WallClock) throws {
         if let problem = configuration.webhooks.problem() { throw ServiceError.configuration(problem) }
+        if let days = configuration.retentionDays, days < 1 {
+            throw ServiceError.configuration("retention days must be at least 1")
+        }
         try makeDirectory(configuration.dataDirectory)
         try makeDirectory(configuration.bodyDirectory)
         // Request bodies left by a crash belong to requests that were never answered.
@@ -57,6 +61,9 @@ public final class TriageService: Sendable {
                                  metrics: metrics, logger: logger, manifest: manifest, rules: rules, clock: clock)
         notifier = Notifier(writer: writer, configuration: configuration, manifest: manifest, model: context.model, rules: rules,
                             metrics: metrics, logger: logger, clock: clock)
+        retention = configuration.retentionDays.map {
+            RetentionSweeper(days: $0, writer: writer, spool: pipeline.spool, metrics: metrics, logger: logger, clock: clock)
+        }
         router = Routes.table
     }
 
@@ -65,6 +72,7 @@ public final class TriageService: Sendable {
         let context = self.context
         try context.pipeline.recover()
         notifier.start()
+        retention?.start()
         let router = self.router
         let http = HTTPServer(
             configuration: context.configuration.http, logger: context.logger,
@@ -135,6 +143,8 @@ public final class TriageService: Sendable {
         let http = server.withLock { $0 }
         context.isShuttingDown = true
         if !context.modelReady { context.logger.info("the model load in progress is abandoned") }
+        // Before the grace period: no deletion starts after the signal; one in flight is one short transaction.
+        retention?.stop()
         await http?.shutdown(gracePeriod: .milliseconds(Int(context.configuration.shutdownGrace * 1000)))
         context.pipeline.stop()
         notifier.stop()

@@ -183,6 +183,14 @@ public enum Schema {
             ALTER TABLE tokens ADD COLUMN last_used_at REAL;
             ALTER TABLE audit ADD COLUMN subject_token_id INTEGER;
             """),
+        // Retention finds studies by age in an index (oldest first, stopping at the cutoff) and deletes a
+        // study's notifications without scanning the outbox.
+        Migration(
+            "9-retention",
+            """
+            CREATE INDEX studies_by_last_received ON studies (last_received_at);
+            CREATE INDEX notifications_by_study ON notifications (study_instance_uid);
+            """),
     ]
 
     static let probabilityColumns = "p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid, p_subdural"

@@ -97,7 +97,8 @@ public enum TokenStore {
 
 /// Who read which study, and when.
 public enum AuditLog {
-    /// `tokenID`: who acted (nil: the command line on the server's host); `subjectToken`: the token acted on.
+    /// `tokenID`: who acted (nil: the command line on the server's host, or the service itself, as for
+    /// `Retention.auditAction`); `subjectToken`: the token acted on.
     public static func record(
         _ db: Connection, tokenID: Int?, action: String, study: String?, instance: String? = nil, subjectToken: Int? = nil,
         at time: Double

@@ -8,6 +8,14 @@ func setting<T: LosslessStringConvertible>(_ flag: T?, _ variable: String, _ fal
     return value
 }
 
+/// A setting that is off unless given: the flag, else `ICH_<NAME>` (empty counts as unset), else nil.
+func setting<T: LosslessStringConvertible>(_ flag: T?, _ variable: String) throws -> T? {
+    if let flag { return flag }
+    guard let text = ProcessInfo.processInfo.environment[variable], !text.isEmpty else { return nil }
+    guard let value = T(text) else { throw SettingError(variable: variable) }
+    return value
+}
+
 struct SettingError: Error, CustomStringConvertible {
     var variable: String
     var description: String { "The environment variable \(variable) has a value of the wrong kind." }

@@ -33,6 +33,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds before the first webhook retry, doubling up to an hour (ICH_WEBHOOK_RETRY_BASE; default 5).") var webhookRetryBase: Double?
     @Option(help: "Attempts before a notification is abandoned (ICH_WEBHOOK_MAX_ATTEMPTS; default 30).") var webhookMaxAttempts: Int?
     @Option(help: "Series rules file replacing the built-in rules for non-contrast head CT (ICH_SERIES_RULES; see docs/SERIES_RULES.md).") var seriesRules: String?
+    @Option(help: "Delete each study, with its slices, results and notifications, this many days after it completed; audited (ICH_RETENTION_DAYS; default: off, studies are kept).") var retentionDays: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (ICH_LOG_LEVEL; default info).") var logLevel: String?
     @Option(help: "Seconds from SIGTERM or SIGINT to the exit, whatever is in progress; a second signal exits at once (ICH_SHUTDOWN_TIMEOUT; default 10).") var shutdownTimeout: Double?
 
@@ -90,6 +91,10 @@ struct Serve: AsyncParsableCommand {
         configuration.webhooks = try webhookConfiguration()
         let rules = try setting(seriesRules, "ICH_SERIES_RULES", "")
         configuration.seriesRulesPath = rules.isEmpty ? nil : rules
+        configuration.retentionDays = try setting(retentionDays, "ICH_RETENTION_DAYS")
+        if let days = configuration.retentionDays, !(1...36_500).contains(days) {
+            throw ValidationError("retention-days must be a whole number of days from 1 to 36500; leave it out to keep studies forever.")
+        }
         guard configuration.maxBatch >= 1, configuration.maxBatch <= 64, configuration.maxDelay >= 0, configuration.threads >= 1,
               configuration.authFailureLimit >= 0 else {
             throw ValidationError("max-batch must be 1 to 64, max-delay-ms >= 0, threads >= 1 and auth-failure-limit >= 0.")
