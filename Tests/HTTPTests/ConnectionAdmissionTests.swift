@@ -29,8 +29,10 @@ private func at(_ seconds: Int) -> ContinuousClock.Instant { start + .seconds(se
     // The two being evicted do not count towards twice the cap: two more fit before the drop.
     for id in 7...8 { #expect(table.connect(id, client: "v\(id)", candidates: { [] }) == .refuse(.serverFull)) }
     #expect(table.connect(9, client: "u", candidates: { [] }) == .drop(.serverFull))
-    table.disconnect(3)
-    #expect(table.connect(10, client: "t", candidates: { [] }) == .drop(.serverFull))  // 3 had been discounted already
+    table.spare(1)  // 1 turned out busy: it counts again
+    #expect(table.connect(10, client: "s", candidates: { [] }) == .drop(.serverFull))
+    for id in 1...3 { table.disconnect(id) }
+    #expect(table.connect(11, client: "t", candidates: { [] }) == .refuse(.serverFull))
 }
 
 @Test func theCandidatesAreOnlyAskedForWhenTheServerIsFull() {

@@ -97,10 +97,11 @@ final class Connection: @unchecked Sendable {
 
     /// The server is full and this connection has waited longest for a request:
     /// closed without an answer, as an idle keep-alive may be (RFC 9112 §9.5),
-    /// unless a request started meanwhile.
-    func evict() {
+    /// unless a request started meanwhile (then `spared` runs).
+    func evict(spared: @escaping @Sendable () -> Void) {
         queue.async { [self] in
-            guard !closed, machine.waitingForHeadSince != nil else { return }
+            guard !closed else { return }
+            guard machine.waitingForHeadSince != nil else { return spared() }
             onRefusal(.evicted)
             teardown()
         }

@@ -70,6 +70,11 @@ struct ConnectionAdmission<ID: Hashable> {
         return count(of: client) > maxPerClient ? .refuse(.clientFull) : .admit
     }
 
+    /// An eviction found the connection busy after all (a request started): it counts in full again.
+    mutating func spare(_ id: ID) {
+        evicting.remove(id)
+    }
+
     mutating func disconnect(_ id: ID) {
         total -= 1
         evicting.remove(id)

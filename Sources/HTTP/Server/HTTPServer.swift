@@ -174,7 +174,8 @@ public final class HTTPServer: @unchecked Sendable {
                 continue
             case .refuse(.serverFull): reject = .tooManyConnections
             case .refuse(.clientFull): reject = .tooManyConnectionsFromClient
-            case .admitEvicting(let victim): lock.withLock { connections[victim] }?.evict()
+            case .admitEvicting(let victim):
+                lock.withLock { connections[victim] }?.evict(spared: { [weak self] in self?.spare(victim) })
             case .admit: break
             }
             var admitClient: (@Sendable (String) -> ConnectionAdmission<UInt64>.Decision)?
@@ -196,6 +197,10 @@ public final class HTTPServer: @unchecked Sendable {
         connections.compactMap { id, connection in
             connection.waitingForHeadSince.withLock { $0 }.map { (id, $0) }
         }
+    }
+
+    private func spare(_ id: UInt64) {
+        lock.withLock { admission.spare(id) }
     }
 
     private func identify(_ id: UInt64, _ client: String) -> ConnectionAdmission<UInt64>.Decision {
