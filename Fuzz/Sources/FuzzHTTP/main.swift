@@ -19,6 +19,17 @@ public func fuzzHTTP(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
         fatalError("head parse differs for a prefix: \(prefix) vs \(whole)")
     }
 
+    // A PROXY header (stateless too): a prefix is incomplete, or agrees with the whole, or fails as the whole does.
+    let proxyWhole = Result { () throws(HTTPParseError) in try ProxyHeader.parse(bytes) }
+    switch Result(catching: { () throws(HTTPParseError) in try ProxyHeader.parse(bytes[0..<split]) }) {
+    case .success(.needMoreInput): break
+    case .success(let prefix):
+        if case .success(let whole) = proxyWhole, whole == prefix { break }
+        fatalError("PROXY header parse differs for a prefix: \(prefix) vs \(proxyWhole)")
+    case .failure:
+        if case .success = proxyWhole { fatalError("PROXY header prefix fails where the whole parses: \(proxyWhole)") }
+    }
+
     // Framing for whatever head parsed; the body after it feeds the decoders.
     var bodyStart = 0
     if let head = try? parser.parse(bytes), case .complete(let parsed, let consumed) = head {

@@ -2,8 +2,8 @@
 /// trusted load balancer puts before the first request, naming the client it
 /// accepted the connection from. Only read when `proxyProtocol` is on: a
 /// client that can reach the port directly could otherwise claim any address.
-enum ProxyHeader {
-    enum Result: Equatable {
+public enum ProxyHeader {
+    public enum Result: Equatable, Sendable {
         case needMoreInput
         /// `client` is nil for a LOCAL (health check) or UNKNOWN header: the socket's own peer applies.
         case complete(client: String?, consumed: Int)
@@ -15,7 +15,7 @@ enum ProxyHeader {
     /// v2 with TLVs can be longer; past this a header is refused rather than buffered.
     static let maxV2Length = 16 + 512
 
-    static func parse(_ bytes: some Collection<UInt8>) throws(HTTPParseError) -> Result {
+    public static func parse(_ bytes: some Collection<UInt8>) throws(HTTPParseError) -> Result {
         let bytes = Array(bytes.prefix(maxV2Length))
         if bytes.first == 0x0D {
             let known = min(bytes.count, v2Signature.count)
