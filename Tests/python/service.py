@@ -821,7 +821,7 @@ class Client:
 # The server process
 
 
-LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
+LISTENING = re.compile(r"listening on ([0-9A-Fa-f.:]+):(\d+)")
 
 
 class Server:

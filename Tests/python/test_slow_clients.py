@@ -205,3 +205,26 @@ def test_the_descriptor_limit_is_raised_and_the_cap_fits_under_it(tmp_path):
     cap = (hard - 128) // 2
     assert f"fd_limit={hard}" in log and "fd_limit_before=1024" in log, log[-2000:]
     assert f"max_connections={cap}" in log and "max-connections lowered to fit the file-descriptor limit" in log, log[-2000:]
+
+
+def test_ipv6_clients_are_counted_by_address_on_an_ipv6_listener(tmp_path):
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    srv = Server(tmp_path / "data", service.test_bundle(), args=["--threads", "2", "--max-connections-per-client", "2"])
+    srv.host = "::1"
+    srv.tokens = {"admin": srv.token("admin")}
+    srv.start()
+    held = []
+    try:
+        for _ in range(2):
+            held.append(service.RawConnection("::1", srv.port, timeout=10))
+        with service.RawConnection("::1", srv.port, timeout=10) as third:
+            assert_problem(third.read_response(target="/healthz", timeout=10), 429, "too-many-connections-from-client")
+        for conn in held:
+            conn.close()
+        time.sleep(0.2)
+        assert refused(srv, "client_full") == 1
+    finally:
+        srv.stop()
