@@ -51,6 +51,5 @@ public struct Problem: Error, Sendable, Equatable {
 }
 
 extension HTTPServerError {
-    /// 503s (connection limit, body buffering) and the per-client connection cap's 429 are temporary; say when to come back.
-    var problem: Problem { Problem(status, type, detail, headers: status == 503 || status == 429 ? [("Retry-After", "5")] : []) }
+    var problem: Problem { Problem(status, type, detail, headers: isTemporary ? [("Retry-After", "5")] : []) }
 }

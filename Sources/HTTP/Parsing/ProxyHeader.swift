@@ -66,8 +66,7 @@ public enum ProxyHeader {
             return .complete(client: bytes[16..<20].map(String.init).joined(separator: "."), consumed: consumed)
         case 0x21:  // TCP over IPv6
             guard length >= 36 else { throw .malformedProxyHeader }
-            let hextets = stride(from: 16, to: 32, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
-            return .complete(client: hextets.joined(separator: ":"), consumed: consumed)
+            return .complete(client: ipv6Text(bytes[16..<32]), consumed: consumed)
         case 0x00:  // UNSPEC
             return .complete(client: nil, consumed: consumed)
         default:

@@ -18,6 +18,12 @@ func clientKey(_ numericHost: String) -> String {
     if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
         return "\(bytes[12]).\(bytes[13]).\(bytes[14]).\(bytes[15])"
     }
-    let hextets = stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
-    return hextets.joined(separator: ":") + "::/64"
+    return ipv6Text(bytes[0..<8]) + "::/64"
+}
+
+/// Network-order bytes of an IPv6 address (or its first hextets) as colon-separated hextets, uncompressed.
+func ipv6Text(_ bytes: ArraySlice<UInt8>) -> String {
+    stride(from: bytes.startIndex, to: bytes.endIndex, by: 2)
+        .map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
+        .joined(separator: ":")
 }

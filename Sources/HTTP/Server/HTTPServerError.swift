@@ -24,6 +24,14 @@ public enum HTTPServerError: Error, Sendable, Equatable {
         }
     }
 
+    /// The condition passes by itself (connection caps, a full body directory): the answer says when to retry.
+    public var isTemporary: Bool {
+        switch self {
+        case .tooManyConnections, .tooManyConnectionsFromClient, .bodyStorageFailed: true
+        case .malformedRequest, .headerReadTimeout, .bodyTooSlow, .expectationFailed: false
+        }
+    }
+
     public var type: String {
         switch self {
         case .malformedRequest(let error): error.type
