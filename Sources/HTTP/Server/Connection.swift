@@ -168,6 +168,10 @@ final class Connection: @unchecked Sendable {
     // MARK: Actions
 
     private func execute(_ actions: [ConnectionStateMachine.Action]) {
+        // Published before a response goes out: a client that reads it and opens another
+        // connection at once must find this one already waiting (and evictable).
+        let waiting = machine.waitingForHeadSince
+        waitingForHeadSince.withLock { $0 = waiting }
         for action in actions {
             guard !closed else { return }
             switch action {
@@ -211,8 +215,6 @@ final class Connection: @unchecked Sendable {
                 }
             }
         }
-        let waiting = closed ? nil : machine.waitingForHeadSince
-        waitingForHeadSince.withLock { $0 = waiting }
         rescheduleTimer()
     }
 
