@@ -12,7 +12,7 @@ FROM swift:6.3-bookworm AS build
 # hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libdcmtk-dev libopenjp2-7-dev libopenblas-dev libsqlite3-dev libcurl4-openssl-dev \
+        libdcmtk-dev libopenjp2-7-dev libopenblas-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so that a source change does not fetch them again.
@@ -32,7 +32,7 @@ FROM debian:bookworm-slim
 # hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libdcmtk17 libopenjp2-7 libopenblas0 libsqlite3-0 libcurl4 libstdc++6 ca-certificates curl tzdata \
+        libdcmtk17 libopenjp2-7 libopenblas0 libsqlite3-0 libcurl4 libssl3 libstdc++6 ca-certificates curl tzdata \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 ich \
     && useradd --system --uid 10001 --gid ich --home-dir /var/lib/ich --shell /usr/sbin/nologin ich \

@@ -35,6 +35,8 @@ let package = Package(
             name: "CDCMTK",
             linkerSettings: dcmtkLibraries
         ),
+        // TLS for the HTTP server through OpenSSL 3 (Debian libssl-dev); only opaque handles cross its header.
+        .target(name: "COpenSSL", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
@@ -44,7 +46,7 @@ let package = Package(
         .target(name: "NeuralNet", dependencies: ["CBLAS", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Inference", dependencies: ["DICOM", "Imaging", "NeuralNet"]),
         .target(name: "Storage", dependencies: ["CSQLite"]),
-        .target(name: "HTTP", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "HTTP", dependencies: ["COpenSSL", .product(name: "Logging", package: "swift-log")]),
         .target(name: "HTTPClient", dependencies: ["CCurl"]),
         .target(
             name: "Service",

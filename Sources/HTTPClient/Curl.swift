@@ -48,9 +48,11 @@ public struct CurlRequest: Sendable {
     public var timeout: Double
     public var connectTimeout: Double
     public var userAgent: String
+    /// PEM bundle of the CAs to verify an https:// peer with (a private CA); nil: the system's store.
+    public var caBundlePath: String?
 
     public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [BodySegment] = [],
-                timeout: Double = 60, connectTimeout: Double = 10, userAgent: String = "ichctl") {
+                timeout: Double = 60, connectTimeout: Double = 10, userAgent: String = "ichctl", caBundlePath: String? = nil) {
         self.method = method
         self.url = url
         self.headers = headers
@@ -58,6 +60,7 @@ public struct CurlRequest: Sendable {
         self.timeout = timeout
         self.connectTimeout = connectTimeout
         self.userAgent = userAgent
+        self.caBundlePath = caBundlePath
     }
 }
 
@@ -98,6 +101,13 @@ public enum Curl {
         // Only HTTP(S): a configured URL must not make the service read files or speak other protocols.
         try check(ccurl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, "http,https"))
         try check(ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
+        // libcurl's defaults, stated so no later change turns verification off; TLS 1.2 at least, as the server.
+        try check(ccurl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1))
+        try check(ccurl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2))
+        try check(ccurl_setopt_long(handle, CURLOPT_SSLVERSION, Int(CURL_SSLVERSION_TLSv1_2)))
+        if let caBundlePath = request.caBundlePath {
+            try check(ccurl_setopt_string(handle, CURLOPT_CAINFO, caBundlePath))
+        }
         try check(ccurl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout * 1000)))
         try check(ccurl_setopt_long(handle, CURLOPT_TIMEOUT_MS, Int(request.timeout * 1000)))
         if request.timeout == 0 {

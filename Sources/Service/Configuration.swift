@@ -73,6 +73,8 @@ public struct WebhookConfiguration: Sendable {
     public var retryCap: Double = 3_600
     /// Attempts before a notification is abandoned (logged, counted, kept in the database).
     public var maxAttempts: Int = 30
+    /// PEM bundle of the CAs that verify https:// receivers (a hospital's private CA); nil: the system's store.
+    public var caBundlePath: String?
 
     public init() {}
 
@@ -85,6 +87,9 @@ public struct WebhookConfiguration: Sendable {
             guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), url.count > 8,
                   !url.contains(where: { $0.isWhitespace })
             else { return "a webhook URL must be an http:// or https:// URL without spaces" }
+        }
+        if let caBundlePath, !FileManager.default.isReadableFile(atPath: caBundlePath) {
+            return "the webhook CA bundle cannot be read"
         }
         if !urls.isEmpty && secret.count < 16 { return "webhooks need a secret of at least 16 bytes (ICH_WEBHOOK_SECRET)" }
         guard timeout > 0, retryBase > 0, retryCap >= retryBase, maxAttempts >= 1 else {

@@ -1,3 +1,4 @@
+import Foundation
 import Prometheus
 
 /// The service's Prometheus metrics. Requests are labelled by route template,
@@ -44,11 +45,25 @@ public final class ServiceMetrics: Sendable {
     }
 
     /// Connections closed or refused before they were served, by the defence that fired
-    /// (`server_full`, `client_full`, `dropped`, `evicted`, `head_timeout`, `body_too_slow`).
+    /// (`server_full`, `client_full`, `dropped`, `evicted`, `head_timeout`, `body_too_slow`, `tls_handshake`).
     func connectionRefused(_ reason: String) {
         registry.makeCounter(
             descriptor: Self.name("http_connections_refused", "total", "Connections closed or refused before they were served, by reason."),
             labels: [("reason", reason)]
+        ).increment()
+    }
+
+    /// When the certificate the server presents expires, so an alert fires before clients refuse it.
+    func tlsCertificateExpiry(_ notAfter: Date) {
+        registry.makeGauge(
+            descriptor: Self.name("tls_certificate_expiry", "timestamp_seconds", "The served TLS certificate's notAfter, Unix seconds.")
+        ).set(notAfter.timeIntervalSince1970)
+    }
+
+    /// `result`: reloaded or failed.
+    func tlsReload(_ result: String) {
+        registry.makeCounter(
+            descriptor: Self.name("tls_reloads", "total", "Certificate reloads at SIGHUP, by outcome."), labels: [("result", result)]
         ).increment()
     }
 

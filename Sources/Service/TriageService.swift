@@ -85,11 +85,41 @@ public final class TriageService: Sendable {
             handler: { request in await Routes.handle(request, context: context) })
         let port = try http.start()
         server.withLock { $0 = http }
+        if let certificate = http.tlsCertificate { noteCertificate(certificate) }
         context.logger.info("listening", metadata: ["port": "\(port)", "model": "\(context.manifest.name)@\(context.manifest.version)"])
         let thread = Thread { [self] in loadModel() }
         thread.name = "ich-model-load"
         thread.start()
         return port
+    }
+
+    /// SIGHUP: the certificate, key and client CA files are read again for new connections.
+    /// A file that does not load leaves the previous ones serving; false then.
+    @discardableResult
+    public func reloadTLS() -> Bool {
+        guard let http = server.withLock({ $0 }), context.configuration.http.tls != nil else { return true }
+        do throws(TLSError) {
+            if let certificate = try http.reloadTLS() { noteCertificate(certificate) }
+            context.metrics.tlsReload("reloaded")
+            context.logger.notice("tls certificate reloaded")
+            return true
+        } catch {
+            context.metrics.tlsReload("failed")
+            context.logger.error("tls reload failed; the previous certificate stays in use", metadata: ["reason": "\(error)"])
+            return false
+        }
+    }
+
+    private func noteCertificate(_ certificate: TLSContext) {
+        guard let notAfter = certificate.notAfter else { return }
+        context.metrics.tlsCertificateExpiry(notAfter)
+        let days = Int((notAfter.timeIntervalSince1970 - context.clock.now()) / 86_400)
+        let metadata: Logger.Metadata = ["not_after": "\(notAfter)", "days_left": "\(days)"]
+        if days < 14 {
+            context.logger.warning("tls certificate expires soon or has expired; renew it and send SIGHUP", metadata: metadata)
+        } else {
+            context.logger.info("tls certificate", metadata: metadata)
+        }
     }
 
     private func loadModel() {

@@ -25,10 +25,14 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most open connections (ICH_MAX_CONNECTIONS; default 4096, or less where the file-descriptor limit needs it).") var maxConnections: Int?
     @Option(help: "Most open connections one client address (an IPv6 /64) may hold; the next get 429 (ICH_MAX_CONNECTIONS_PER_CLIENT; default 32; 0: no cap).") var maxConnectionsPerClient: Int?
     @Flag(help: "Every connection starts with a PROXY protocol header (v1 or v2) from a trusted load balancer, whose client is the one counted and logged (ICH_PROXY_PROTOCOL=1). Only for a port the balancer alone can reach.") var proxyProtocol = false
+    @Option(help: "PEM certificate chain (leaf first): the port serves HTTPS only, TLS 1.2 and 1.3; SIGHUP reloads it (ICH_TLS_CERT; needs --tls-key).") var tlsCert: String?
+    @Option(help: "PEM private key of --tls-cert, not encrypted; keep it readable by the service alone (ICH_TLS_KEY).") var tlsKey: String?
+    @Option(help: "PEM bundle of the CAs whose client certificates are accepted: every client must present one (mutual TLS), and still a token (ICH_TLS_CLIENT_CA).") var tlsClientCa: String?
     @Option(help: "Failed authentications per client address and minute before it gets 429 for the rest of that minute (ICH_AUTH_FAILURE_LIMIT; default 20; 0: no limit, e.g. behind a proxy).") var authFailureLimit: Int?
     @Option(help: "Base URL clients use to reach this service, for absolute links in notifications and STOW-RS responses (ICH_PUBLIC_URL).") var publicURL: String?
     @Option(help: "Webhook URL for positive studies; repeat for several (ICH_WEBHOOK_URLS, comma-separated).") var webhookURL: [String] = []
     @Option(help: "File holding the webhook signing secret (ICH_WEBHOOK_SECRET_FILE, or the secret itself in ICH_WEBHOOK_SECRET).") var webhookSecretFile: String?
+    @Option(help: "PEM bundle of the CAs that verify https:// webhook receivers, for a private CA; receivers' certificates are always verified (ICH_WEBHOOK_CACERT).") var webhookCacert: String?
     @Option(help: "Seconds one webhook attempt may take (ICH_WEBHOOK_TIMEOUT; default 10).") var webhookTimeout: Double?
     @Option(help: "Seconds before the first webhook retry, doubling up to an hour (ICH_WEBHOOK_RETRY_BASE; default 5).") var webhookRetryBase: Double?
     @Option(help: "Attempts before a notification is abandoned (ICH_WEBHOOK_MAX_ATTEMPTS; default 30).") var webhookMaxAttempts: Int?
@@ -46,6 +50,8 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "ich-server")
         signal(SIGPIPE, SIG_IGN)
+        // Until the reload handler is set up below, a SIGHUP must not end the process (its default).
+        signal(SIGHUP, SIG_IGN)
 
         var http = HTTPServerConfiguration()
         http.host = try setting(host, "ICH_HOST", http.host)
@@ -60,6 +66,11 @@ struct Serve: AsyncParsableCommand {
         http.proxyProtocol = proxyProtocol || ProcessInfo.processInfo.environment["ICH_PROXY_PROTOCOL"] == "1"
         guard requested >= 1, http.maxConnectionsPerClient >= 0 else {
             throw ValidationError("max-connections must be at least 1 and max-connections-per-client at least 0.")
+        }
+        http.tls = try tlsConfiguration()
+        if http.tls == nil && !Self.isLoopback(http.host) {
+            logger.warning("listening beyond loopback without TLS: tokens and patient data cross the network in clear; give --tls-cert and --tls-key, or let a TLS proxy alone reach this port",
+                           metadata: ["host": "\(http.host)"])
         }
         if requested > cap {
             logger.warning("max-connections lowered to fit the file-descriptor limit",
@@ -129,6 +140,11 @@ struct Serve: AsyncParsableCommand {
         }
         let service = try TriageService(configuration: configuration, logger: logger)
         let bound = try service.start()
+        // SIGHUP after a certificate renewal: new connections get the new files, open ones keep theirs.
+        let reload = DispatchSource.makeSignalSource(signal: SIGHUP, queue: signalQueue)
+        reload.setEventHandler { service.reloadTLS() }
+        reload.resume()
+        signalSources.append(reload)
         if !service.hasTokens {
             logger.notice(
                 "no API token exists yet; create one with: ich-server token create --scope admin --data-dir \(dataDirectory)")
@@ -174,6 +190,26 @@ struct Serve: AsyncParsableCommand {
 }
 
 extension Serve {
+    func tlsConfiguration() throws -> TLSConfiguration? {
+        let certificate = try setting(tlsCert, "ICH_TLS_CERT")
+        let key = try setting(tlsKey, "ICH_TLS_KEY")
+        let clientCA = try setting(tlsClientCa, "ICH_TLS_CLIENT_CA")
+        switch (certificate, key) {
+        case (nil, nil):
+            if clientCA != nil { throw ValidationError("tls-client-ca needs tls-cert and tls-key.") }
+            return nil
+        case (let certificate?, let key?):
+            return TLSConfiguration(certificatePath: certificate, keyPath: key, clientCAPath: clientCA)
+        default:
+            throw ValidationError("tls-cert and tls-key go together: give both, or neither for plain HTTP.")
+        }
+    }
+
+    /// Only a loopback listener may serve plain HTTP without a warning.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
     func webhookConfiguration() throws -> WebhookConfiguration {
         let environment = ProcessInfo.processInfo.environment
         var webhooks = WebhookConfiguration()
@@ -188,6 +224,7 @@ extension Serve {
         } else if let secret = environment["ICH_WEBHOOK_SECRET"] {
             webhooks.secret = Array(secret.utf8)
         }
+        webhooks.caBundlePath = try setting(webhookCacert, "ICH_WEBHOOK_CACERT")
         webhooks.timeout = try setting(webhookTimeout, "ICH_WEBHOOK_TIMEOUT", webhooks.timeout)
         webhooks.retryBase = try setting(webhookRetryBase, "ICH_WEBHOOK_RETRY_BASE", webhooks.retryBase)
         webhooks.maxAttempts = try setting(webhookMaxAttempts, "ICH_WEBHOOK_MAX_ATTEMPTS", webhooks.maxAttempts)

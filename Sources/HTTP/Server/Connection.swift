@@ -24,6 +24,15 @@ final class Connection: @unchecked Sendable {
     private let onClose: @Sendable (Connection) -> Void
     private let onRefusal: @Sendable (ConnectionRefusal) -> Void
     private let drainTimeout: Duration
+    private let tlsContext: TLSContext?
+    /// Set in `start` when the server speaks TLS; dropped when the peer turns out to speak plain HTTP.
+    private var tls: TLSSession?
+    /// Whether a TLS read got application data, that is the handshake completed.
+    private var tlsEstablished = false
+    /// OpenSSL may need the opposite direction to progress (a handshake write during a read, a
+    /// read during a write); the other source's event then retries the blocked call.
+    private var readWantsWrite = false
+    private var writeWantsRead = false
 
     private var readSource: DispatchSourceRead?
     private var writeSource: DispatchSourceWrite?
@@ -41,7 +50,7 @@ final class Connection: @unchecked Sendable {
     private var pendingCancels = 0
 
     init(
-        id: UInt64, fd: Int32, remoteAddress: String, configuration: HTTPServerConfiguration,
+        id: UInt64, fd: Int32, remoteAddress: String, configuration: HTTPServerConfiguration, tls: TLSContext?,
         headCheck: HeadCheck?, admitClient: (@Sendable (String) -> ConnectionAdmission<UInt64>.Decision)?,
         errorResponse: @escaping @Sendable (HTTPServerError) -> HTTPResponse,
         handler: @escaping HTTPHandler, logger: Logger, onClose: @escaping @Sendable (Connection) -> Void,
@@ -60,6 +69,7 @@ final class Connection: @unchecked Sendable {
         self.onClose = onClose
         self.onRefusal = onRefusal
         self.drainTimeout = configuration.drainTimeout
+        self.tlsContext = tls
     }
 
     /// Starts reading; with `reject`, answers that error at once and closes (used past maxConnections).
@@ -75,6 +85,11 @@ final class Connection: @unchecked Sendable {
             self.timer = timer
             timer.resume()
             read.resume()
+            if let tlsContext {
+                // The handshake runs under the same deadline as the first request head.
+                guard let session = TLSSession(context: tlsContext, fd: fd) else { return teardown() }
+                tls = session
+            }
             if let reject {
                 execute([.fail(reject), .close])
             } else {
@@ -111,22 +126,32 @@ final class Connection: @unchecked Sendable {
 
     private func readable() {
         guard !closed else { return }
+        if writeWantsRead {
+            writeWantsRead = false
+            flush()
+        }
         ReceiveBuffers.shared.withBuffer { readAvailable(into: $0) }
+    }
+
+    private func writable() {
+        flush()
+        if readWantsWrite {
+            readWantsWrite = false
+            readable()
+        }
     }
 
     private func readAvailable(into buffer: UnsafeMutableRawBufferPointer) {
         // Bounded so one fast client cannot hold the queue; the source fires again.
         for _ in 0..<16 {
             guard !closed, !readSuspended || drainDeadline != nil else { return }
-            let result: IOResult<Int>
-            do throws(SystemError) {
-                result = try syscall("recv") { recv(fd, buffer.baseAddress, buffer.count, 0) }
-            } catch {
-                logger.debug("connection read failed", metadata: ["call": "\(error.call)", "errno": "\(error.errno)"])
-                teardown()
-                return
+            let count: Int
+            switch receive(into: buffer) {
+            case .bytes(let received): count = received
+            case .end: count = 0
+            case .wouldBlock: return
+            case .failed: return teardown()
             }
-            guard case .processed(let count) = result else { return }
             if count == 0 {
                 if drainDeadline != nil {
                     teardown()
@@ -142,6 +167,91 @@ final class Connection: @unchecked Sendable {
             }
             if drainDeadline != nil { continue }  // discarding input after the final response
             execute(machine.received(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), now: .now))
+        }
+        readBufferedInput()
+    }
+
+    /// Decrypted bytes OpenSSL holds raise no socket event: read them on the next turn.
+    private func readBufferedInput() {
+        guard let tls, tls.hasPendingInput else { return }
+        queue.async { [self] in readable() }
+    }
+
+    private enum Received {
+        case bytes(Int)
+        /// The peer closed its side.
+        case end
+        case wouldBlock
+        /// Logged; the connection is to be torn down.
+        case failed
+    }
+
+    private func receive(into buffer: UnsafeMutableRawBufferPointer) -> Received {
+        guard let tls else {
+            do throws(SystemError) {
+                switch try syscall("recv", { recv(fd, buffer.baseAddress, buffer.count, 0) }) {
+                case .processed(0): return .end
+                case .processed(let count): return .bytes(count)
+                case .wouldBlock: return .wouldBlock
+                }
+            } catch {
+                logger.debug("connection read failed", metadata: ["call": "\(error.call)", "errno": "\(error.errno)"])
+                return .failed
+            }
+        }
+        switch tls.read(into: buffer) {
+        case .processed(let count):
+            tlsEstablished = true
+            return .bytes(count)
+        case .wantRead: return .wouldBlock
+        case .wantWrite:
+            readWantsWrite = true
+            armWriteSource()
+            return .wouldBlock
+        case .closed: return .end
+        case .plainHTTP:
+            // Answered in plain text, the only thing such a client can read; what it sent is drained.
+            self.tls = nil
+            execute([.fail(.plainHTTPToTLSPort), .close])
+            return .wouldBlock
+        case .failed:
+            if tlsEstablished {
+                logger.debug("tls connection failed", metadata: ["reason": "\(tls.failureReason)"])
+            } else {
+                onRefusal(.tlsHandshake)
+                logger.info("tls handshake failed", metadata: ["reason": "\(tls.failureReason)"])
+            }
+            return .failed
+        }
+    }
+
+    private enum Sent {
+        case bytes(Int)
+        case wouldBlock
+        /// TLS needs input first; the next read event retries.
+        case waitForInput
+        case failed
+    }
+
+    private func transmit(_ buffer: UnsafeRawBufferPointer) -> Sent {
+        guard let tls else {
+            do throws(SystemError) {
+                switch try syscall("send", { send(fd, buffer.baseAddress, buffer.count, sendFlags) }) {
+                case .processed(let count): return .bytes(count)
+                case .wouldBlock: return .wouldBlock
+                }
+            } catch {
+                logger.debug("connection write failed", metadata: ["call": "\(error.call)", "errno": "\(error.errno)"])
+                return .failed
+            }
+        }
+        switch tls.write(buffer) {
+        case .processed(let count): return .bytes(count)
+        case .wantWrite: return .wouldBlock
+        case .wantRead: return .waitForInput
+        case .closed, .failed, .plainHTTP:
+            logger.debug("tls write failed", metadata: ["reason": "\(tls.failureReason)"])
+            return .failed
         }
     }
 
@@ -212,6 +322,7 @@ final class Connection: @unchecked Sendable {
                 if readSuspended, let readSource {
                     readSource.resume()
                     readSuspended = false
+                    readBufferedInput()
                 }
             }
         }
@@ -226,38 +337,38 @@ final class Connection: @unchecked Sendable {
     private func flush() {
         guard !closed else { return }
         while outboundOffset < outbound.count {
-            let result: IOResult<Int>
-            do throws(SystemError) {
-                result = try outbound.withBytes { (buffer) throws(SystemError) in
-                    try syscall("send") {
-                        send(fd, buffer.baseAddress! + outboundOffset, buffer.count - outboundOffset, sendFlags)
-                    }
-                }
-            } catch {
-                logger.debug("connection write failed", metadata: ["call": "\(error.call)", "errno": "\(error.errno)"])
-                teardown()
-                return
-            }
+            let result = outbound.withUnsafeBytes { transmit(UnsafeRawBufferPointer(rebasing: $0[outboundOffset...])) }
             switch result {
-            case .processed(let written): outboundOffset += written
+            case .bytes(let written): outboundOffset += written
             case .wouldBlock:
                 armWriteSource()
+                return
+            case .waitForInput:
+                writeWantsRead = true
+                suspendWriteSource()
+                return
+            case .failed:
+                teardown()
                 return
             }
         }
         outbound.removeAll(keepingCapacity: true)
         outboundOffset = 0
+        if !readWantsWrite { suspendWriteSource() }
+        if closeAfterFlush && drainDeadline == nil { startDrain() }
+    }
+
+    private func suspendWriteSource() {
         if let writeSource, !writeSuspended {
             writeSource.suspend()
             writeSuspended = true
         }
-        if closeAfterFlush && drainDeadline == nil { startDrain() }
     }
 
     private func armWriteSource() {
         if writeSource == nil {
             let source = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
-            source.setEventHandler { [self] in flush() }
+            source.setEventHandler { [self] in writable() }
             source.setCancelHandler { [self] in sourceCancelled() }
             writeSource = source
             pendingCancels += 1
@@ -272,6 +383,7 @@ final class Connection: @unchecked Sendable {
     /// discard what it still sends (an unread body) until EOF or the drain timeout,
     /// so closing does not turn into a reset that destroys the response in flight.
     private func startDrain() {
+        tls?.closeNotify()
         shutdown(fd, Int32(SHUT_WR))
         drainDeadline = .now + drainTimeout
         if readSuspended, let readSource {

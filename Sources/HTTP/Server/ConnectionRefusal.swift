@@ -14,6 +14,8 @@ public enum ConnectionRefusal: String, Sendable, CaseIterable {
     case headTimeout = "head_timeout"
     /// 408: the body arrived slower than `minBodyBytesPerSecond`.
     case bodyTooSlow = "body_too_slow"
+    /// The TLS handshake failed (an old protocol version, no or a bad client certificate) or the client spoke plain HTTP.
+    case tlsHandshake = "tls_handshake"
 
     init?(_ error: HTTPServerError) {
         switch error {
@@ -21,6 +23,7 @@ public enum ConnectionRefusal: String, Sendable, CaseIterable {
         case .tooManyConnectionsFromClient: self = .clientFull
         case .headerReadTimeout: self = .headTimeout
         case .bodyTooSlow: self = .bodyTooSlow
+        case .plainHTTPToTLSPort: self = .tlsHandshake
         case .malformedRequest, .expectationFailed, .bodyStorageFailed: return nil
         }
     }

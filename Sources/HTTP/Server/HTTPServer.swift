@@ -46,6 +46,8 @@ public final class HTTPServer: @unchecked Sendable {
     private var admission: ConnectionAdmission<UInt64>
     private var nextID: UInt64 = 0
     private var shuttingDown = false
+    /// What new connections handshake with; replaced by `reloadTLS()`.
+    private var tlsContext: TLSContext?
 
     public init(
         configuration: HTTPServerConfiguration, logger: Logger,
@@ -71,6 +73,10 @@ public final class HTTPServer: @unchecked Sendable {
 
     /// Binds, listens and starts accepting; returns the bound port.
     public func start() throws -> Int {
+        if let tls = configuration.tls {
+            let context = try TLSContext(tls)
+            lock.withLock { tlsContext = context }
+        }
         if mkdir(configuration.bodyDirectory, 0o700) != 0 && errno != EEXIST {
             throw SystemError(call: "mkdir", errno: errno)
         }
@@ -81,8 +87,27 @@ public final class HTTPServer: @unchecked Sendable {
         source.setCancelHandler { close(fd) }
         lock.withLock { listener = source }
         source.resume()
-        logger.info("http server listening", metadata: ["host": "\(configuration.host)", "port": "\(port)"])
+        logger.info("http server listening", metadata: [
+            "host": "\(configuration.host)", "port": "\(port)", "tls": "\(configuration.tls != nil)",
+            "client_certificates": "\(configuration.tls?.clientCAPath != nil)",
+        ])
         return port
+    }
+
+    /// The certificate new connections present, or nil for plain HTTP.
+    public var tlsCertificate: TLSContext? {
+        lock.withLock { tlsContext }
+    }
+
+    /// Reads the certificate, key and client CA files again (after a renewal). New
+    /// connections use them; open ones keep the context they started with, so nothing
+    /// drops. On failure the old files stay in use and the error says why.
+    @discardableResult
+    public func reloadTLS() throws(TLSError) -> TLSContext? {
+        guard let tls = configuration.tls else { return nil }
+        let context = try TLSContext(tls)
+        lock.withLock { tlsContext = context }
+        return context
     }
 
     /// Out of descriptors (EMFILE, ENFILE) or kernel memory: the connection stays
@@ -158,10 +183,10 @@ public final class HTTPServer: @unchecked Sendable {
             let remote = Self.numericHost(&address)
             // Behind a PROXY-protocol load balancer every socket comes from it: the client is counted once its header names it.
             let key = configuration.proxyProtocol ? nil : clientKey(remote)
-            let (id, decision) = lock.withLock { () -> (UInt64, ConnectionAdmission<UInt64>.Decision?) in
-                guard !shuttingDown else { return (0, nil) }
+            let (id, decision, tls) = lock.withLock { () -> (UInt64, ConnectionAdmission<UInt64>.Decision?, TLSContext?) in
+                guard !shuttingDown else { return (0, nil, nil) }
                 nextID += 1
-                return (nextID, admission.connect(nextID, client: key) { waitingConnections() })
+                return (nextID, admission.connect(nextID, client: key) { waitingConnections() }, tlsContext)
             }
             var reject: HTTPServerError?
             switch decision {
@@ -183,7 +208,7 @@ public final class HTTPServer: @unchecked Sendable {
                 admitClient = { [weak self] client in self?.identify(id, client) ?? .admit }
             }
             let connection = Connection(
-                id: id, fd: fd, remoteAddress: remote, configuration: configuration, headCheck: headCheck,
+                id: id, fd: fd, remoteAddress: remote, configuration: configuration, tls: tls, headCheck: headCheck,
                 admitClient: admitClient,
                 errorResponse: errorResponse, handler: handler, logger: logger,
                 onClose: { [weak self] connection in self?.remove(connection) }, onRefusal: onRefusal)

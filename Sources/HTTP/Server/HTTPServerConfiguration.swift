@@ -17,6 +17,8 @@ public struct HTTPServerConfiguration: Sendable {
     /// load balancer, and the client it names is the one counted, throttled and logged.
     /// Only for a listener the load balancer alone can reach.
     public var proxyProtocol: Bool
+    /// HTTPS on this listener (and plain HTTP refused with 400); nil serves plain HTTP.
+    public var tls: TLSConfiguration?
     /// The whole request head (request line and fields); beyond it: 431.
     public var maxHeaderBytes: Int
     public var maxHeaderCount: Int
@@ -47,6 +49,7 @@ public struct HTTPServerConfiguration: Sendable {
         maxConnections: Int = 256,
         maxConnectionsPerClient: Int = 32,
         proxyProtocol: Bool = false,
+        tls: TLSConfiguration? = nil,
         maxHeaderBytes: Int = 16 * 1024,
         maxHeaderCount: Int = 100,
         maxBodyBytes: Int = 2 * 1024 * 1024 * 1024,
@@ -64,6 +67,7 @@ public struct HTTPServerConfiguration: Sendable {
         self.maxConnections = maxConnections
         self.maxConnectionsPerClient = maxConnectionsPerClient
         self.proxyProtocol = proxyProtocol
+        self.tls = tls
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaderCount = maxHeaderCount
         self.maxBodyBytes = maxBodyBytes

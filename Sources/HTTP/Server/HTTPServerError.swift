@@ -12,6 +12,8 @@ public enum HTTPServerError: Error, Sendable, Equatable {
     case tooManyConnectionsFromClient
     /// The body could not be written to the body directory (disk full, permissions, EIO): the cause is for the log.
     case bodyStorageFailed(SystemError)
+    /// A plain HTTP request reached a port that speaks only HTTPS.
+    case plainHTTPToTLSPort
 
     public var status: Int {
         switch self {
@@ -21,6 +23,7 @@ public enum HTTPServerError: Error, Sendable, Equatable {
         case .tooManyConnections: 503
         case .tooManyConnectionsFromClient: 429
         case .bodyStorageFailed: 503
+        case .plainHTTPToTLSPort: 400
         }
     }
 
@@ -28,7 +31,7 @@ public enum HTTPServerError: Error, Sendable, Equatable {
     public var isTemporary: Bool {
         switch self {
         case .tooManyConnections, .tooManyConnectionsFromClient, .bodyStorageFailed: true
-        case .malformedRequest, .headerReadTimeout, .bodyTooSlow, .expectationFailed: false
+        case .malformedRequest, .headerReadTimeout, .bodyTooSlow, .expectationFailed, .plainHTTPToTLSPort: false
         }
     }
 
@@ -40,6 +43,7 @@ public enum HTTPServerError: Error, Sendable, Equatable {
         case .tooManyConnections: "too-many-connections"
         case .tooManyConnectionsFromClient: "too-many-connections-from-client"
         case .bodyStorageFailed: "body-storage-failed"
+        case .plainHTTPToTLSPort: "https-required"
         }
     }
 
@@ -53,6 +57,7 @@ public enum HTTPServerError: Error, Sendable, Equatable {
         case .tooManyConnectionsFromClient:
             "This client address has as many open connections as the server allows one client; reuse or close one, or retry later."
         case .bodyStorageFailed: "The server could not store the request body."
+        case .plainHTTPToTLSPort: "This port speaks HTTPS only; send the request over TLS (https://)."
         }
     }
 }

@@ -157,7 +157,7 @@ final class Notifier: Sendable {
                 ("X-ICH-Event-ID", notification.eventID),
             ],
             body: [.bytes(notification.body)], timeout: webhooks.timeout, connectTimeout: min(10, webhooks.timeout),
-            userAgent: "ich-triage")
+            userAgent: "ich-triage", caBundlePath: webhooks.caBundlePath)
         let attempts = notification.attempts + 1
         let status: Int?
         let failure: String

@@ -44,6 +44,9 @@ struct ServerOptions: ParsableArguments {
     @Option(help: ArgumentHelp("A bearer token (ICH_TOKEN): scope ingest for push, read for queries.", valueName: "token"))
     var token: String?
 
+    @Option(help: ArgumentHelp("PEM bundle of the CA that signed the server's certificate, for a private CA (ICH_CACERT); the certificate is always verified.", valueName: "file"))
+    var cacert: String?
+
     func client() throws(ClientError) -> ServiceClient {
         let environment = ProcessInfo.processInfo.environment
         guard let url = server ?? environment["ICH_SERVER_URL"], !url.isEmpty else {
@@ -55,17 +58,20 @@ struct ServerOptions: ParsableArguments {
         guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw .invalidServerURL }
         var base = url
         while base.hasSuffix("/") { base.removeLast() }
-        return ServiceClient(baseURL: base, token: token)
+        let bundle = (cacert ?? environment["ICH_CACERT"]).flatMap { $0.isEmpty ? nil : $0 }
+        if let bundle, !FileManager.default.isReadableFile(atPath: bundle) { throw .noSuchPath(bundle) }
+        return ServiceClient(baseURL: base, token: token, caBundlePath: bundle)
     }
 }
 
 struct ServiceClient: Sendable {
     let baseURL: String
     let token: String
+    var caBundlePath: String?
 
     func request(_ method: String, _ path: String, headers: [(String, String)] = [], body: [BodySegment] = [],
                  timeout: Double = 60) throws(CurlError) -> CurlResponse {
-        var request = CurlRequest(method: method, url: baseURL + path, timeout: timeout)
+        var request = CurlRequest(method: method, url: baseURL + path, timeout: timeout, caBundlePath: caBundlePath)
         request.headers = [("Authorization", "Bearer \(token)"), ("Accept", "application/json, application/dicom+json, application/problem+json")] + headers
         request.body = body
         return try Curl.perform(request)
