@@ -78,7 +78,10 @@ copenssl_context *copenssl_context_new(const char *certificate_path, const char 
     }
     errno = 0;
     if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1) {
-        report(error, error_length, "reading the private key", key_path);
+        unsigned long code = ERR_peek_last_error();
+        int mismatch = ERR_GET_LIB(code) == ERR_LIB_X509 && ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH;
+        report(error, error_length, mismatch ? "the certificate does not match the private key" : "reading the private key",
+               key_path);
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {

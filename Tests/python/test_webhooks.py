@@ -35,7 +35,7 @@ MARKER = "PATIENT^SECRET"
 class Receiver:
     """An HTTP receiver that records each POST and answers from `statuses`."""
 
-    def __init__(self, port: int = 0, statuses: list[int] | None = None):
+    def __init__(self, port: int = 0, statuses: list[int] | None = None, tls=None):
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.statuses = list(statuses or [])
         self.arrived = threading.Condition()
@@ -58,8 +58,10 @@ class Receiver:
                 pass
 
         self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:  # an ssl.SSLContext: the receiver speaks HTTPS
+            self.http.socket = tls.wrap_socket(self.http.socket, server_side=True)
         self.port = self.http.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/ich-hook?key=abc"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/ich-hook?key=abc"
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def wait(self, count: int, timeout: float = 60) -> list[tuple[dict[str, str], bytes]]:
