@@ -120,6 +120,7 @@ private final class Box<Value: Sendable>: @unchecked Sendable {
 private func withServer(
     _ configure: (inout HTTPServerConfiguration) -> Void = { _ in },
     headCheck: HeadCheck? = nil,
+    onRefusal: @escaping @Sendable (ConnectionRefusal) -> Void = { _ in },
     handler: @escaping HTTPHandler = { request in
         HTTPResponse(status: 200, body: Array("\(request.method) \(request.path) \(request.body.count)".utf8))
     },
@@ -131,7 +132,7 @@ private func withServer(
     let server = HTTPServer(
         configuration: configuration, logger: Logger(label: "http-test"), headCheck: headCheck,
         errorResponse: { error in HTTPResponse(status: error.status, body: Array(error.type.utf8)) },
-        handler: handler)
+        onRefusal: onRefusal, handler: handler)
     let port = try server.start()
     do {
         try await body(port, server, directory)
@@ -331,6 +332,28 @@ private func withServer(
         #expect(response.text == "too-many-connections-from-client")
         first.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(await first.readResponse()?.status == 200)
+    }
+}
+
+@Test func aTLSPortAnswersPlainHTTPWith400AndCountsAFailedHandshake() async throws {
+    let pki = try TestCertificates()
+    defer { pki.remove() }
+    let (certificate, key) = try pki.issue("server", days: 3)
+    let refusals = Box<[ConnectionRefusal]>([])
+    try await withServer({ $0.tls = TLSConfiguration(certificatePath: certificate, keyPath: key) },
+                         onRefusal: { reason in refusals.value.append(reason) }) { port, _, _ in
+        let plain = try Client(port: port)
+        plain.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        let response = try await #require(plain.readResponse())
+        #expect(response.status == 400)
+        #expect(response.text == "https-required")
+        #expect(response.headers["connection"] == "close")
+        #expect(await plain.readsEOF())
+        // A record header that is neither TLS nor HTTP: closed without an answer.
+        let garbage = try Client(port: port)
+        garbage.send([0x16, 0x01, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5])
+        #expect(await garbage.readsEOF())
+        #expect(refusals.value == [.tlsHandshake, .tlsHandshake])
     }
 }
 

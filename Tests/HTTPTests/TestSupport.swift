@@ -1,3 +1,4 @@
+import Foundation
 @testable import HTTP
 
 /// What a head parse came to, comparable across feeding styles.
@@ -105,3 +106,41 @@ func writeFile(_ path: String, _ contents: [UInt8]) throws {
 func unlinkFile(_ path: String) { unlink(path) }
 
 func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+/// Certificates made by the `openssl` command for the TLS tests: a CA and a server
+/// certificate it signed for `days` days, in a fresh folder.
+struct TestCertificates {
+    let folder: String
+    var ca: String { folder + "/ca.pem" }
+
+    init() throws {
+        folder = NSTemporaryDirectory() + "tls-test-\(UInt64.random(in: 0...UInt64.max))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=test-ca")
+    }
+
+    /// `name`.pem and `name`.key, signed by the CA.
+    @discardableResult
+    func issue(_ name: String, days: Int) throws -> (certificate: String, key: String) {
+        try openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(name).key",
+                    "-out", "\(name).csr", "-subj", "/CN=localhost")
+        try openssl("x509", "-req", "-in", "\(name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-out", "\(name).pem", "-days", "\(days)")
+        return ("\(folder)/\(name).pem", "\(folder)/\(name).key")
+    }
+
+    func openssl(_ arguments: String...) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: folder)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: folder) }
+}
