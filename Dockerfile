@@ -52,6 +52,9 @@ ENV ICH_HOST=0.0.0.0 \
 VOLUME ["/var/lib/ich"]
 USER 10001:10001
 EXPOSE 8080
+# With ICH_TLS_CERT set the port speaks HTTPS only; the probe then skips verification, since
+# the certificate names the host clients use, not 127.0.0.1 (it checks liveness, not identity).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/healthz"]
+    CMD if [ -n "$ICH_TLS_CERT" ]; then curl -fsSk -o /dev/null "https://127.0.0.1:${ICH_PORT}/healthz"; \
+        else curl -fsS -o /dev/null "http://127.0.0.1:${ICH_PORT}/healthz"; fi
 ENTRYPOINT ["ich-server", "serve"]

@@ -372,3 +372,20 @@ def test_webhooks_verify_the_receiver_and_reach_one_a_private_ca_signed(tmp_path
             assert json.loads(body)["studyInstanceUID"] == files[0].study
     finally:
         receiver.close()
+
+
+def test_listening_beyond_loopback_without_tls_is_warned_about(tmp_path, pki):
+    warning = "listening beyond loopback without TLS"
+    plain = Server(tmp_path / "plain", service.test_bundle(), args=["--threads", "2"])
+    plain.host = "0.0.0.0"
+    plain.start(ready=False)
+    plain.stop()
+    assert warning in plain.log_text()
+    loopback = Server(tmp_path / "loopback", service.test_bundle(), args=["--threads", "2"])
+    loopback.start(ready=False)
+    loopback.stop()
+    assert warning not in loopback.log_text()
+    secured = tls_server(tmp_path, pki, "--host", "0.0.0.0")
+    secured.stop()
+    assert "host=0.0.0.0" in secured.log_text() and "tls=true" in secured.log_text()
+    assert warning not in secured.log_text()
