@@ -389,3 +389,19 @@ def test_listening_beyond_loopback_without_tls_is_warned_about(tmp_path, pki):
     secured.stop()
     assert "host=0.0.0.0" in secured.log_text() and "tls=true" in secured.log_text()
     assert warning not in secured.log_text()
+
+
+def test_a_connection_refused_at_the_accept_gets_its_answer_over_tls(tmp_path, pki):
+    """The 429 is written before the client's first byte: the write drives the handshake."""
+    srv = tls_server(tmp_path, pki, "--max-connections-per-client", "1")
+    try:
+        held = http.client.HTTPSConnection("localhost", srv.port, context=context(pki), timeout=30)
+        held.connect()
+        status, body, refused = get(srv, context(pki))
+        assert status == 429 and json.loads(body)["type"].endswith("too-many-connections-from-client")
+        refused.close()
+        status, _, _ = get(srv, context(pki), conn=held)
+        assert status == 200
+        held.close()
+    finally:
+        srv.stop()
