@@ -48,6 +48,8 @@ public struct ServiceConfiguration: Sendable {
     /// Days after its completion (its last slice's arrival or outcome, whichever is later) at which a
     /// study is deleted with its slices, series and notifications, audited; nil keeps studies forever.
     public var retentionDays: Int?
+    /// The DICOM C-STORE listener; nil: off.
+    public var dicom: DICOMNodeConfiguration?
 
     public init(http: HTTPServerConfiguration, dataDirectory: String, modelDirectory: String) {
         self.http = http

@@ -16,6 +16,7 @@ public final class ServiceMetrics: Sendable {
     let inferenceDuration: DurationHistogram
     let ready: Gauge
     let notificationsPending: Gauge
+    let dicomAssociationsOpen: Gauge
 
     public init() {
         queueDepth = registry.makeGauge(descriptor: Self.name("queue", "depth", "Slices acknowledged and waiting for inference."))
@@ -27,6 +28,7 @@ public final class ServiceMetrics: Sendable {
         ready = registry.makeGauge(descriptor: Self.name("ready", "", "1 when /readyz answers ready."))
         notificationsPending = registry.makeGauge(
             descriptor: Self.name("notifications_pending", "", "Webhook notifications not yet delivered or abandoned."))
+        dicomAssociationsOpen = registry.makeGauge(descriptor: Self.name("dicom_associations", "", "DICOM associations open now."))
     }
 
     static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -49,6 +51,23 @@ public final class ServiceMetrics: Sendable {
     func connectionRefused(_ reason: String) {
         registry.makeCounter(
             descriptor: Self.name("http_connections_refused", "total", "Connections closed or refused before they were served, by reason."),
+            labels: [("reason", reason)]
+        ).increment()
+    }
+
+    /// DIMSE commands served, by command (C-ECHO, C-STORE) and the status answered (4 hex digits).
+    func dimseRequest(command: String, status: UInt16) {
+        let hex = String(status, radix: 16)
+        registry.makeCounter(
+            descriptor: Self.name("dimse_requests", "total", "DIMSE commands by command and answered status."),
+            labels: [("command", command), ("status", String(repeating: "0", count: 4 - hex.count) + hex)]
+        ).increment()
+    }
+
+    /// `reason`: callingAETitle, calledAETitle or busy.
+    func dicomAssociationRejected(_ reason: String) {
+        registry.makeCounter(
+            descriptor: Self.name("dicom_associations_rejected", "total", "Association requests rejected, by reason."),
             labels: [("reason", reason)]
         ).increment()
     }

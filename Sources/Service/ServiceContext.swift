@@ -21,6 +21,7 @@ final class ServiceContext: Sendable {
     private let warmedUp = Mutex(false)
     private let stopping = Mutex(false)
     private let authThrottle: Mutex<AuthThrottle>
+    private let dicomListening = Mutex<(@Sendable () -> Bool)?>(nil)
 
     init(configuration: ServiceConfiguration, reader: DatabaseQueue, writer: DatabaseQueue, pipeline: Pipeline,
          metrics: ServiceMetrics, logger: Logger, manifest: Manifest, rules: SeriesRules, clock: WallClock) {
@@ -59,6 +60,12 @@ final class ServiceContext: Sendable {
             // The 429s themselves are counted with the other problems, by Routes.check.
             logger.warning("client address refused after repeated failed authentication", metadata: ["address": "\(address)"])
         }
+    }
+
+    /// Whether the DICOM listener accepts associations; nil when it is off.
+    var dicomServing: (@Sendable () -> Bool)? {
+        get { dicomListening.withLock { $0 } }
+        set { dicomListening.withLock { $0 = newValue } }
     }
 
     var modelReady: Bool {

@@ -15,6 +15,7 @@ public final class TriageService: Sendable {
     let notifier: Notifier
     let retention: RetentionSweeper?
     private let server: Mutex<HTTPServer?> = Mutex(nil)
+    private let dicomNode: Mutex<DICOMNode?> = Mutex(nil)
     private let modelLoad = Mutex<Result<Void, ServiceError>?>(nil)
 
     public convenience init(configuration: ServiceConfiguration, logger: Logger) throws {
@@ -83,6 +84,13 @@ public final class TriageService: Sendable {
             },
             onRefusal: { reason in context.metrics.connectionRefused(reason.rawValue) },
             handler: { request in await Routes.handle(request, context: context) })
+        if let dicom = context.configuration.dicom {
+            if let problem = dicom.problem() { throw ServiceError.configuration(problem) }
+            let node = try DICOMNode(dicom, context: context)
+            dicomNode.withLock { $0 = node }
+            context.dicomServing = { node.isServing }
+            node.start()
+        }
         let port = try http.start()
         server.withLock { $0 = http }
         if let certificate = http.tlsCertificate { noteCertificate(certificate) }
@@ -175,7 +183,11 @@ public final class TriageService: Sendable {
         if !context.modelReady { context.logger.info("the model load in progress is abandoned") }
         // Before the grace period: no deletion starts after the signal; one in flight is one short transaction.
         retention?.stop()
+        let grace = context.configuration.shutdownGrace
+        let dicom = dicomNode.withLock { $0 }
+        async let dicomStopped: Void = IngestRoutes.offload { dicom?.stop(grace: grace) }
         await http?.shutdown(gracePeriod: .milliseconds(Int(context.configuration.shutdownGrace * 1000)))
+        _ = try? await dicomStopped
         context.pipeline.stop()
         notifier.stop()
         context.logger.info("stopped", metadata: ["queued": "\(context.pipeline.depth)"])

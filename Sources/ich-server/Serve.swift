@@ -28,6 +28,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM certificate chain (leaf first): the port serves HTTPS only, TLS 1.2 and 1.3; SIGHUP reloads it (ICH_TLS_CERT; needs --tls-key).") var tlsCert: String?
     @Option(help: "PEM private key of --tls-cert, not encrypted; keep it readable by the service alone (ICH_TLS_KEY).") var tlsKey: String?
     @Option(help: "PEM bundle of the CAs whose client certificates are accepted: every client must present one (mutual TLS), and still a token (ICH_TLS_CLIENT_CA).") var tlsClientCa: String?
+    @Option(help: "Port for DICOM associations (C-ECHO, C-STORE) on every interface (ICH_DICOM_PORT; default: off).") var dicomPort: Int?
+    @Option(help: "The called AE title this node answers to (ICH_AE_TITLE; default ICHTRIAGE).") var aeTitle: String?
+    @Option(help: "A caller allowed to store, AE@HOST; repeat for several (ICH_DICOM_PEERS, comma-separated). None: loopback callers only.") var dicomPeer: [String] = []
+    @Option(help: "Most DICOM associations open at once; the next are rejected as busy (ICH_DICOM_MAX_ASSOCIATIONS; default 16).") var dicomMaxAssociations: Int?
+    @Option(help: "Largest PDU received, in bytes (ICH_DICOM_MAX_PDU; default 65536).") var dicomMaxPdu: Int?
+    @Option(help: "Seconds for an association request to arrive and longest silence within an association (ICH_DICOM_TIMEOUT; default 30).") var dicomTimeout: Int?
     @Option(help: "Failed authentications per client address and minute before it gets 429 for the rest of that minute (ICH_AUTH_FAILURE_LIMIT; default 20; 0: no limit, e.g. behind a proxy).") var authFailureLimit: Int?
     @Option(help: "Base URL clients use to reach this service, for absolute links in notifications and STOW-RS responses (ICH_PUBLIC_URL).") var publicURL: String?
     @Option(help: "Webhook URL for positive studies; repeat for several (ICH_WEBHOOK_URLS, comma-separated).") var webhookURL: [String] = []
@@ -100,6 +106,7 @@ struct Serve: AsyncParsableCommand {
         let base = try setting(publicURL, "ICH_PUBLIC_URL", "")
         configuration.publicURL = base.isEmpty ? nil : String(base.hasSuffix("/") ? base.dropLast() : base[...])
         configuration.webhooks = try webhookConfiguration()
+        configuration.dicom = try dicomConfiguration()
         let rules = try setting(seriesRules, "ICH_SERIES_RULES", "")
         configuration.seriesRulesPath = rules.isEmpty ? nil : rules
         configuration.retentionDays = try setting(retentionDays, "ICH_RETENTION_DAYS")
@@ -203,6 +210,27 @@ extension Serve {
         default:
             throw ValidationError("tls-cert and tls-key go together: give both, or neither for plain HTTP.")
         }
+    }
+
+    func dicomConfiguration() throws -> DICOMNodeConfiguration? {
+        guard let port = try setting(dicomPort, "ICH_DICOM_PORT") else { return nil }
+        var dicom = DICOMNodeConfiguration(port: port)
+        dicom.aeTitle = try setting(aeTitle, "ICH_AE_TITLE", dicom.aeTitle)
+        let peers = dicomPeer.isEmpty
+            ? (ProcessInfo.processInfo.environment["ICH_DICOM_PEERS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty }
+            : dicomPeer
+        dicom.peers = try peers.map { text in
+            guard let peer = DICOMPeer(parsing: text) else {
+                throw ValidationError("dicom-peer must be AE@HOST with an AE title of 1 to 16 characters: \(text)")
+            }
+            return peer
+        }
+        dicom.maxAssociations = try setting(dicomMaxAssociations, "ICH_DICOM_MAX_ASSOCIATIONS", dicom.maxAssociations)
+        dicom.maxPDU = try setting(dicomMaxPdu, "ICH_DICOM_MAX_PDU", dicom.maxPDU)
+        dicom.timeout = try setting(dicomTimeout, "ICH_DICOM_TIMEOUT", dicom.timeout)
+        if let problem = dicom.problem() { throw ValidationError(problem + ".") }
+        return dicom
     }
 
     /// Only a loopback listener may serve plain HTTP without a warning.

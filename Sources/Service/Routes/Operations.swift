@@ -19,14 +19,14 @@ enum OperationRoutes {
         let database = (try? await context.writer.transaction { try ReadinessProbe.write($0, at: now) }) != nil
         let storage = StorageProbe.acceptsWrites(context.configuration.dataDirectory)
         let queue = context.pipeline.depth < context.configuration.queueHighWater
-        let ready = model && database && storage && queue
+        let dicom = context.dicomServing?()
+        let ready = model && database && storage && queue && dicom != false
         context.metrics.ready.set(ready ? 1.0 : 0.0)
-        let body = JSONValue.object([
-            ("status", .string(ready ? "ready" : "not-ready")),
-            ("checks", .object([
-                ("model", .bool(model)), ("database", .bool(database)), ("storage", .bool(storage)), ("queue", .bool(queue)),
-            ])),
-        ])
+        var checks: [(String, JSONValue)] = [
+            ("model", .bool(model)), ("database", .bool(database)), ("storage", .bool(storage)), ("queue", .bool(queue)),
+        ]
+        if let dicom { checks.append(("dicom", .bool(dicom))) }
+        let body = JSONValue.object([("status", .string(ready ? "ready" : "not-ready")), ("checks", .object(checks))])
         return HTTPResponse(status: ready ? 200 : 503, headers: StudyRoutes.json, body: body.serialized())
     }
 
