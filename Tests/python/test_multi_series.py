@@ -202,13 +202,15 @@ def free_port() -> int:
 
 
 class Orthanc:
-    """A throw-away Orthanc with the DICOMweb plugin and our service as its STOW peer `ich`."""
+    """A throw-away Orthanc with the DICOMweb plugin and our service as its STOW peer `ich`
+    (and, given `dicom_port`, as its DICOM modality `ich`, AE title ICHTRIAGE)."""
 
-    def __init__(self, folder: Path, peer_url: str, token: str):
+    def __init__(self, folder: Path, peer_url: str, token: str, dicom_port: int | None = None):
         self.port = free_port()
         config = {
             "Name": "ICH-TEST", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
-            "HttpPort": self.port, "DicomPort": free_port(), "RemoteAccessAllowed": False,
+            "HttpPort": self.port, "DicomPort": free_port(), "RemoteAccessAllowed": False, "DicomAet": "ORTHANC",
+            "DicomModalities": {"ich": ["ICHTRIAGE", "127.0.0.1", dicom_port]} if dicom_port else {},
             "AuthenticationEnabled": False, "Plugins": [str(DICOMWEB_PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/",
                          "Servers": {"ich": {"Url": peer_url, "HttpHeaders": {"Authorization": f"Bearer {token}"}}}},
@@ -264,6 +266,36 @@ def test_orthanc_pushes_a_whole_study_by_stow_rs(server, studies, tmp_path):
     result = server.client(server.tokens["read"]).wait_complete(study.uid)
     assert_roles_match(result, study)
     assert result["counts"]["received"] == len(study.all_files) and result["counts"]["failed"] == 0
+
+
+def test_orthanc_pushes_a_whole_study_by_c_store(studies, tmp_path):
+    """A PACS's usual route: DIMSE C-STORE to our AE title, every series (SR and captures included) in one association."""
+    assert Path(ORTHANC).exists(), "Debian's orthanc (make test installs it)"
+    study = studies[0]
+    dicom_port = free_port()
+    with service.Server(tmp_path / "data", service.test_bundle(), args=[
+            "--threads", "2", "--stable-age", "1", "--dicom-port", str(dicom_port), "--dicom-peer", "ORTHANC@127.0.0.1"]) as srv:
+        srv.tokens = {scope: srv.token(scope) for scope in ("read", "admin")}
+        orthanc = Orthanc(tmp_path, srv.base_url + "/dicomweb/", "unused", dicom_port=dicom_port)
+        try:
+            parents = {orthanc.request("POST", "/instances", data, "application/dicom")["ParentStudy"] for data in study.all_files}
+            (orthanc_study,) = parents
+            assert orthanc.request("POST", "/modalities/ich/echo", b"{}") == {}
+            job = orthanc.request("POST", "/modalities/ich/store",
+                                  json.dumps({"Resources": [orthanc_study], "Synchronous": False}).encode())
+            deadline = time.monotonic() + 120
+            while (state := orthanc.get(f"/jobs/{job['ID']}"))["State"] not in ("Success", "Failure"):
+                assert time.monotonic() < deadline, state
+                time.sleep(0.2)
+            assert state["State"] == "Success", state
+        finally:
+            orthanc.close()
+        result = srv.client(srv.tokens["read"]).wait_complete(study.uid)
+        metrics = srv.client(srv.tokens["admin"], validate=False).get("/metrics").body.decode()
+    assert_roles_match(result, study)
+    assert result["counts"]["received"] == len(study.all_files) and result["counts"]["failed"] == 0
+    assert f'ich_dimse_requests_total{{command="C-STORE",status="0000"}} {len(study.all_files)}' in metrics
+    assert 'ich_dimse_requests_total{command="C-ECHO",status="0000"} 1' in metrics
 
 
 # --------------------------------------------------------------------------
