@@ -88,11 +88,11 @@ bool part10(DcmDataset *dataset, E_TransferSyntax xfer, std::vector<uint8_t> &by
 
 extern "C" {
 
-cdcmtk_listener *cdcmtk_listener_open(int port, char *error, size_t error_length) {
+cdcmtk_listener *cdcmtk_listener_open(int port, int timeout_seconds, char *error, size_t error_length) {
     quietOnce();
     auto *listener = new (std::nothrow) cdcmtk_listener();
     if (!listener) return nullptr;
-    OFCondition status = ASC_initializeNetwork(NET_ACCEPTOR, port, 30, &listener->network);
+    OFCondition status = ASC_initializeNetwork(NET_ACCEPTOR, port, timeout_seconds, &listener->network);
     if (status.bad()) {
         describe(error, error_length, "listening for DICOM associations", status);
         delete listener;
@@ -107,12 +107,11 @@ void cdcmtk_listener_close(cdcmtk_listener *listener) {
     delete listener;
 }
 
-int cdcmtk_listener_accept(cdcmtk_listener *listener, int wait_seconds, int timeout_seconds, long max_pdu,
+int cdcmtk_listener_accept(cdcmtk_listener *listener, int wait_seconds, long max_pdu,
                            cdcmtk_association **out, char *error, size_t error_length) {
     if (!ASC_associationWaiting(listener->network, wait_seconds)) return 0;
     T_ASC_Association *assoc = nullptr;
-    OFCondition status = ASC_receiveAssociation(listener->network, &assoc, max_pdu, nullptr, nullptr, OFFalse,
-                                                DUL_NOBLOCK, timeout_seconds);
+    OFCondition status = ASC_receiveAssociation(listener->network, &assoc, max_pdu);
     if (status.bad()) {
         describe(error, error_length, "reading an association request", status);
         if (assoc) {
@@ -169,7 +168,11 @@ int cdcmtk_association_accept(cdcmtk_association *association, char *error, size
         if (ASC_getPresentationContext(params, i, &context).bad()) continue;
         bool wanted = std::strcmp(context.abstractSyntax, UID_VerificationSOPClass) == 0
                       || dcmIsaStorageSOPClassUID(context.abstractSyntax, ESSC_All);
-        if (!wanted) continue;  // left unaccepted: refused with "abstract syntax not supported"
+        if (!wanted) {
+            ASC_refusePresentationContext(params, context.presentationContextID, ASC_P_ABSTRACTSYNTAXNOTSUPPORTED);
+            continue;
+        }
+        bool chosen = false;
         for (const char *syntax : preferredSyntaxes) {
             bool proposed = false;
             for (int t = 0; t < context.transferSyntaxCount; t++) {
@@ -177,9 +180,11 @@ int cdcmtk_association_accept(cdcmtk_association *association, char *error, size
             }
             if (proposed) {
                 ASC_acceptPresentationContext(params, context.presentationContextID, syntax);
+                chosen = true;
                 break;
             }
         }
+        if (!chosen) ASC_refusePresentationContext(params, context.presentationContextID, ASC_P_TRANSFERSYNTAXESNOTSUPPORTED);
     }
     OFCondition status = ASC_acknowledgeAssociation(association->assoc);
     if (status.bad()) {

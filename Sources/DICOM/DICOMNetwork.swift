@@ -19,9 +19,10 @@ public enum DIMSEStatus {
 public final class DICOMListener: @unchecked Sendable {
     private let pointer: OpaquePointer
 
-    public init(port: Int) throws(DICOMNetworkError) {
+    /// An association request must arrive whole within `timeout` seconds of its connection (ARTIM).
+    public init(port: Int, timeout: Int) throws(DICOMNetworkError) {
         var error = [CChar](repeating: 0, count: 256)
-        guard let pointer = cdcmtk_listener_open(Int32(port), &error, error.count) else {
+        guard let pointer = cdcmtk_listener_open(Int32(port), Int32(timeout), &error, error.count) else {
             throw DICOMNetworkError(description: text(error))
         }
         self.pointer = pointer
@@ -29,11 +30,11 @@ public final class DICOMListener: @unchecked Sendable {
 
     deinit { cdcmtk_listener_close(pointer) }
 
-    /// The next association request, read within `timeout` seconds; nil when none came within `wait` seconds.
-    public func accept(wait: Int, timeout: Int, maxPDU: Int) throws(DICOMNetworkError) -> DICOMAssociation? {
+    /// The next association request; nil when no connection came within `wait` seconds.
+    public func accept(wait: Int, maxPDU: Int) throws(DICOMNetworkError) -> DICOMAssociation? {
         var association: OpaquePointer?
         var error = [CChar](repeating: 0, count: 256)
-        switch cdcmtk_listener_accept(pointer, Int32(wait), Int32(timeout), maxPDU, &association, &error, error.count) {
+        switch cdcmtk_listener_accept(pointer, Int32(wait), maxPDU, &association, &error, error.count) {
         case 1: return association.map(DICOMAssociation.init)
         case 0: return nil
         default: throw DICOMNetworkError(description: text(error))

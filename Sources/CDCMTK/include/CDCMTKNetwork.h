@@ -15,14 +15,15 @@ extern "C" {
 typedef struct cdcmtk_listener cdcmtk_listener;
 typedef struct cdcmtk_association cdcmtk_association;
 
-/// Binds `port` on every interface. NULL on failure, with a reason in `error`.
-cdcmtk_listener *cdcmtk_listener_open(int port, char *error, size_t error_length);
+/// Binds `port` on every interface; an association request must arrive whole within
+/// `timeout_seconds` of its connection (the ARTIM timer). NULL on failure, with a reason in `error`.
+cdcmtk_listener *cdcmtk_listener_open(int port, int timeout_seconds, char *error, size_t error_length);
 void cdcmtk_listener_close(cdcmtk_listener *listener);
 
-/// Waits up to `wait_seconds` for an association request and reads it (within
-/// `timeout_seconds`, the ARTIM timer): 1 with `*out` set, 0 when none came,
-/// -1 when a request arrived but could not be read (`error` says why).
-int cdcmtk_listener_accept(cdcmtk_listener *listener, int wait_seconds, int timeout_seconds, long max_pdu,
+/// Waits up to `wait_seconds` for a connection and reads its association request:
+/// 1 with `*out` set, 0 when none came, -1 when a request arrived but could not be
+/// read (`error` says why).
+int cdcmtk_listener_accept(cdcmtk_listener *listener, int wait_seconds, long max_pdu,
                            cdcmtk_association **out, char *error, size_t error_length);
 
 const char *cdcmtk_association_calling_ae(const cdcmtk_association *association);

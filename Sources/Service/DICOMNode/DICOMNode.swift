@@ -24,7 +24,7 @@ final class DICOMNode: @unchecked Sendable {
     init(_ configuration: DICOMNodeConfiguration, context: ServiceContext) throws {
         self.configuration = configuration
         self.context = context
-        listener = try DICOMListener(port: configuration.port)
+        listener = try DICOMListener(port: configuration.port, timeout: configuration.timeout)
         policy = AssociationPolicy(
             aeTitle: configuration.aeTitle,
             peers: try configuration.peers.map { peer in
@@ -63,7 +63,7 @@ final class DICOMNode: @unchecked Sendable {
         while !lock.withLock({ stopping }) {
             let association: DICOMAssociation?
             do {
-                association = try listener.accept(wait: 1, timeout: configuration.timeout, maxPDU: configuration.maxPDU)
+                association = try listener.accept(wait: 1, maxPDU: configuration.maxPDU)
             } catch {
                 context.logger.info("dicom association request unreadable", metadata: ["reason": "\(error)"])
                 continue
