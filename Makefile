@@ -68,6 +68,8 @@ PLACEHOLDER_MODEL := .build-models/placeholder-inception_v3
 MODEL ?= $(if $(wildcard Models/default/model.json),Models/default,$(PLACEHOLDER_MODEL))
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# C-STORE from this machine (storescu -aec ICHTRIAGE 127.0.0.1 11112 ...): no peers listed, so loopback callers only.
+DICOM_PORT ?= 11112
 
 $(PLACEHOLDER_MODEL)/model.json: | $(VENV)/.installed
 	mkdir -p .build-models
@@ -89,7 +91,7 @@ run: deps venv
 	fi
 	@echo "admin token (also in $(DATA_DIR)/admin.token): $$(cat $(DATA_DIR)/admin.token)"
 	@echo "try: curl -H \"Authorization: Bearer \$$(cat $(DATA_DIR)/admin.token)\" http://$(HOST):$(PORT)/v1/studies"
-	.build/release/ich-server serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) --model $(MODEL)
+	.build/release/ich-server serve --host $(HOST) --port $(PORT) --dicom-port $(DICOM_PORT) --data-dir $(DATA_DIR) --model $(MODEL)
 
 bench: release venv placeholder-model
 	$(PYTHON) Benchmarks/preprocess.py --ichctl .build/release/ichctl
