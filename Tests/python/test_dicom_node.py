@@ -10,6 +10,7 @@ association open.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import struct
@@ -53,8 +54,9 @@ def node(tmp_path: Path, *args: str) -> Server:
     return srv.start()
 
 
-def dcmtk(tool: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=timeout)
+def dcmtk(tool: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env} if env else None)
 
 
 def metrics(srv: Server) -> str:
@@ -226,3 +228,83 @@ def test_sigterm_with_an_association_open_exits_cleanly(tmp_path):
     assert read_pdu(held)[0] in (0x07, 0)  # aborted, or the connection closed
     held.close()
     assert srv.log_text().rstrip().endswith("stopped")
+
+
+def labels(result: dict) -> dict[str, float]:
+    return {row["label"]: row["probability"] for row in result["labels"]}
+
+
+def test_c_store_and_stow_rs_give_the_same_result_and_rates(tmp_path):
+    """The same files by both routes, to two servers: the same per-label probabilities. Rates printed, not asserted."""
+    count = 60
+    files = make_study(count, rows=128, cols=128)
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for i, f in enumerate(files):
+        (folder / f"{i:03}.dcm").write_bytes(f.data)
+    by_dimse = node(tmp_path / "a")
+    try:
+        started = time.monotonic()
+        # Debian's DCMTK keeps Nagle's algorithm on unless told: a sender without TCP_NODELAY=1 waits
+        # for delayed ACKs (about 45 ms a store here); PACS senders set TCP_NODELAY themselves.
+        stored = dcmtk("storescu", "-aec", "ICHTRIAGE", "127.0.0.1", str(by_dimse.dicom_port), str(folder), "+sd",
+                       env={"TCP_NODELAY": "1"})
+        dimse_seconds = time.monotonic() - started
+        assert stored.returncode == 0, stored.stderr
+        dimse = by_dimse.client(by_dimse.tokens["read"]).wait_complete(files[0].study)
+    finally:
+        by_dimse.stop()
+    by_stow = Server(tmp_path / "b" / "data", service.test_bundle(), args=["--threads", "2", "--stable-age", "1"])
+    by_stow.tokens = {scope: by_stow.token(scope) for scope in ("ingest", "read")}
+    by_stow.start()
+    try:
+        ingest = by_stow.client(by_stow.tokens["ingest"])
+        started = time.monotonic()
+        for start in range(0, count, 10):
+            assert ingest.stow([f.data for f in files[start:start + 10]]).status == 200
+        stow_seconds = time.monotonic() - started
+        stow = by_stow.client(by_stow.tokens["read"]).wait_complete(files[0].study)
+    finally:
+        by_stow.stop()
+    assert dimse["counts"] == stow["counts"] and dimse["counts"]["processed"] == count
+    # Equal up to float rounding: the two servers batch the slices differently.
+    assert labels(dimse) == pytest.approx(labels(stow), abs=1e-5)
+    print(f"\n{count} slices of 128x128: C-STORE (storescu, one association) {count / dimse_seconds:.0f} instances/s "
+          f"(process start included), STOW-RS (10 per request) {count / stow_seconds:.0f} instances/s")
+
+
+def test_kill_9_during_an_association_loses_no_instance_that_got_a_success(tmp_path):
+    files = make_study(150)
+    folder = tmp_path / "study"
+    folder.mkdir()
+    paths = []
+    for i, f in enumerate(files):
+        paths.append(folder / f"{i:03}.dcm")
+        paths[-1].write_bytes(f.data)
+    srv = node(tmp_path)
+    sender = subprocess.Popen(["storescu", "-v", "-aec", "ICHTRIAGE", "127.0.0.1", str(srv.dicom_port), *map(str, paths)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Kill once some stores were answered, while the association still runs.
+    answered = 0
+    output = []
+    for line in sender.stdout:
+        output.append(line)
+        if "Received Store Response (Success)" in line:
+            answered += 1
+            if answered == 40:
+                srv.kill()
+                break
+    output += sender.stdout.readlines()
+    sender.wait(60)
+    successes = sum("Received Store Response (Success)" in line for line in output)
+    assert 40 <= successes < len(files), successes
+    srv.start()
+    try:
+        reader = srv.client(srv.tokens["read"])
+        # storescu sends the files in the order given and each answer follows its request.
+        missing = [f.sop for f in files[:successes] if reader.get(f"/v1/instances/{f.sop}").status != 200]
+        assert missing == [], f"{len(missing)} acknowledged instances lost"
+        result = reader.wait_complete(files[0].study)
+        assert result["counts"]["received"] >= successes and result["counts"]["failed"] == 0
+    finally:
+        srv.stop()
