@@ -237,6 +237,15 @@ class Orthanc:
     def get(self, path: str):
         return self.request("GET", path)
 
+    def run_job(self, path: str, resources: list[str], timeout: float = 120) -> dict:
+        """Starts an asynchronous Orthanc job (a store, a STOW) and returns its final state."""
+        job = self.request("POST", path, json.dumps({"Resources": resources, "Synchronous": False}).encode())
+        deadline = time.monotonic() + timeout
+        while (state := self.get(f"/jobs/{job['ID']}"))["State"] not in ("Success", "Failure"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+        return state
+
     def close(self) -> None:
         self.process.terminate()
         try:
@@ -253,12 +262,7 @@ def test_orthanc_pushes_a_whole_study_by_stow_rs(server, studies, tmp_path):
     try:
         parents = {orthanc.request("POST", "/instances", data, "application/dicom")["ParentStudy"] for data in study.all_files}
         (orthanc_study,) = parents
-        job = orthanc.request("POST", "/dicom-web/servers/ich/stow",
-                              json.dumps({"Resources": [orthanc_study], "Synchronous": False}).encode())
-        deadline = time.monotonic() + 120
-        while (state := orthanc.get(f"/jobs/{job['ID']}"))["State"] not in ("Success", "Failure"):
-            assert time.monotonic() < deadline, state
-            time.sleep(0.2)
+        state = orthanc.run_job("/dicom-web/servers/ich/stow", [orthanc_study])
         assert state["State"] == "Success", state
     finally:
         orthanc.close()
@@ -281,12 +285,7 @@ def test_orthanc_pushes_a_whole_study_by_c_store(studies, tmp_path):
             parents = {orthanc.request("POST", "/instances", data, "application/dicom")["ParentStudy"] for data in study.all_files}
             (orthanc_study,) = parents
             assert orthanc.request("POST", "/modalities/ich/echo", b"{}") == {}
-            job = orthanc.request("POST", "/modalities/ich/store",
-                                  json.dumps({"Resources": [orthanc_study], "Synchronous": False}).encode())
-            deadline = time.monotonic() + 120
-            while (state := orthanc.get(f"/jobs/{job['ID']}"))["State"] not in ("Success", "Failure"):
-                assert time.monotonic() < deadline, state
-                time.sleep(0.2)
+            state = orthanc.run_job("/modalities/ich/store", [orthanc_study])
             assert state["State"] == "Success", state
         finally:
             orthanc.close()
