@@ -129,13 +129,14 @@ final class DICOMNode: @unchecked Sendable {
 
     /// The STOW-RS path for one instance: Success only once it is spooled and committed.
     private func store(_ bytes: UnsafeRawBufferPointer) -> UInt16 {
-        guard context.pipeline.depth < context.configuration.queueHardLimit, !context.isShuttingDown else {
-            return DIMSEStatus.outOfResources
+        if let refused = StoreAnswer.admit(queueDepth: context.pipeline.depth, hardLimit: context.configuration.queueHardLimit,
+                                           shuttingDown: context.isShuttingDown) {
+            return refused
         }
         switch IngestRoutes.accept(bytes, rules: context.rules) {
         case .failure(let error):
             context.metrics.ingested("failed")
-            return IngestRoutes.reason(error) == .cannotUnderstand ? DIMSEStatus.cannotUnderstand : DIMSEStatus.processingFailure
+            return StoreAnswer.unreadable(IngestRoutes.reason(error))
         case .success(let item):
             do {
                 let isNew = try context.pipeline.ingest([item])[0]
@@ -143,7 +144,7 @@ final class DICOMNode: @unchecked Sendable {
                 return DIMSEStatus.success
             } catch {
                 _ = IngestRoutes.storeFailed(context, error)
-                return DIMSEStatus.outOfResources
+                return StoreAnswer.notStored
             }
         }
     }
