@@ -308,3 +308,34 @@ def test_kill_9_during_an_association_loses_no_instance_that_got_a_success(tmp_p
         assert result["counts"]["received"] >= successes and result["counts"]["failed"] == 0
     finally:
         srv.stop()
+
+
+def test_a_study_in_five_transfer_syntaxes_gives_the_stow_rs_result(tmp_path):
+    """storescu recompresses each group on the fly to the one syntax it proposes; all are lossless, so the
+    probabilities match those of the uncompressed files posted by STOW-RS to another server."""
+    files = make_study(15, rows=128, cols=128)
+    groups = {"-xs": "JPEG Lossless", "-xr": "RLE", "-xt": "JPEG-LS lossless", "-xd": "deflated", "-xi": "implicit VR"}
+    by_dimse = node(tmp_path / "a")
+    try:
+        for k, flag in enumerate(groups):
+            folder = tmp_path / flag
+            folder.mkdir()
+            for i, f in enumerate(files[k * 3:(k + 1) * 3]):
+                (folder / f"{i}.dcm").write_bytes(f.data)
+            sent = dcmtk("storescu", "-v", flag, "-aec", "ICHTRIAGE", "127.0.0.1", str(by_dimse.dicom_port), "+sd", str(folder),
+                         env={"TCP_NODELAY": "1"})
+            assert sent.returncode == 0 and sent.stderr.count("Received Store Response (Success)") == 3, (groups[flag], sent.stderr)
+            # What went over the wire: storescu names the conversion it made for the accepted syntax.
+            assert "Little Endian Explicit -> " in sent.stderr, (groups[flag], sent.stderr)
+        dimse = by_dimse.client(by_dimse.tokens["read"]).wait_complete(files[0].study)
+        syntaxes = by_dimse.log_text().count("dicom association accepted")
+    finally:
+        by_dimse.stop()
+    assert syntaxes == len(groups)
+    by_stow = Server(tmp_path / "b" / "data", service.test_bundle(), args=["--threads", "2", "--stable-age", "1"])
+    by_stow.tokens = {scope: by_stow.token(scope) for scope in ("ingest", "read")}
+    with by_stow:
+        assert by_stow.client(by_stow.tokens["ingest"]).stow([f.data for f in files]).status == 200
+        stow = by_stow.client(by_stow.tokens["read"]).wait_complete(files[0].study)
+    assert dimse["counts"] == stow["counts"] == {"received": 15, "processed": 15, "failed": 0, "skipped": 0, "queued": 0}
+    assert labels(dimse) == pytest.approx(labels(stow), abs=1e-5)
