@@ -189,6 +189,10 @@ int copenssl_session_pending(const copenssl_session *session) {
     return SSL_pending(session->ssl);
 }
 
+int copenssl_session_established(const copenssl_session *session) {
+    return SSL_is_init_finished(session->ssl);
+}
+
 void copenssl_session_close_notify(copenssl_session *session) {
     if (session->notified || !SSL_is_init_finished(session->ssl)) return;
     session->notified = 1;

@@ -16,6 +16,13 @@ func setting<T: LosslessStringConvertible>(_ flag: T?, _ variable: String) throw
     return value
 }
 
+/// A repeatable setting: the flags if any, else the comma-separated `ICH_<NAME>` (blanks dropped).
+func listSetting(_ flags: [String], _ variable: String) -> [String] {
+    guard flags.isEmpty else { return flags }
+    return (ProcessInfo.processInfo.environment[variable] ?? "").split(separator: ",")
+        .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+}
+
 struct SettingError: Error, CustomStringConvertible {
     var variable: String
     var description: String { "The environment variable \(variable) has a value of the wrong kind." }

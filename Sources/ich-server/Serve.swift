@@ -216,11 +216,7 @@ extension Serve {
         guard let port = try setting(dicomPort, "ICH_DICOM_PORT") else { return nil }
         var dicom = DICOMNodeConfiguration(port: port)
         dicom.aeTitle = try setting(aeTitle, "ICH_AE_TITLE", dicom.aeTitle)
-        let peers = dicomPeer.isEmpty
-            ? (ProcessInfo.processInfo.environment["ICH_DICOM_PEERS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-                .filter { !$0.isEmpty }
-            : dicomPeer
-        dicom.peers = try peers.map { text in
+        dicom.peers = try listSetting(dicomPeer, "ICH_DICOM_PEERS").map { text in
             guard let peer = DICOMPeer(parsing: text) else {
                 throw ValidationError("dicom-peer must be AE@HOST with an AE title of 1 to 16 characters: \(text)")
             }
@@ -241,9 +237,7 @@ extension Serve {
     func webhookConfiguration() throws -> WebhookConfiguration {
         let environment = ProcessInfo.processInfo.environment
         var webhooks = WebhookConfiguration()
-        webhooks.urls = webhookURL.isEmpty
-            ? (environment["ICH_WEBHOOK_URLS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            : webhookURL
+        webhooks.urls = listSetting(webhookURL, "ICH_WEBHOOK_URLS")
         if let path = webhookSecretFile ?? environment["ICH_WEBHOOK_SECRET_FILE"] {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw ValidationError("The webhook secret file cannot be read.")

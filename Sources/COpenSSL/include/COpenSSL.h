@@ -46,6 +46,8 @@ long copenssl_session_read(copenssl_session *session, void *buffer, size_t lengt
 long copenssl_session_write(copenssl_session *session, const void *buffer, size_t length);
 /// Decrypted bytes already buffered, which no socket event will announce.
 int copenssl_session_pending(const copenssl_session *session);
+/// Whether the handshake has completed.
+int copenssl_session_established(const copenssl_session *session);
 /// Sends close_notify once, best effort; the socket is the caller's to close.
 void copenssl_session_close_notify(copenssl_session *session);
 /// Why the last call failed (an OpenSSL reason or errno text), for the log.

@@ -27,8 +27,6 @@ final class Connection: @unchecked Sendable {
     private let tlsContext: TLSContext?
     /// Set in `start` when the server speaks TLS; dropped when the peer turns out to speak plain HTTP.
     private var tls: TLSSession?
-    /// Whether a TLS read got application data, that is the handshake completed.
-    private var tlsEstablished = false
     /// OpenSSL may need the opposite direction to progress (a handshake write during a read, a
     /// read during a write); the other source's event then retries the blocked call.
     private var readWantsWrite = false
@@ -200,9 +198,7 @@ final class Connection: @unchecked Sendable {
             }
         }
         switch tls.read(into: buffer) {
-        case .processed(let count):
-            tlsEstablished = true
-            return .bytes(count)
+        case .processed(let count): return .bytes(count)
         case .wantRead: return .wouldBlock
         case .wantWrite:
             readWantsWrite = true
@@ -215,7 +211,7 @@ final class Connection: @unchecked Sendable {
             execute([.fail(.plainHTTPToTLSPort), .close])
             return .wouldBlock
         case .failed:
-            if tlsEstablished {
+            if tls.isEstablished {
                 logger.debug("tls connection failed", metadata: ["reason": "\(tls.failureReason)"])
             } else {
                 onRefusal(.tlsHandshake)

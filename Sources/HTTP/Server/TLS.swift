@@ -76,6 +76,8 @@ final class TLSSession {
 
     var hasPendingInput: Bool { copenssl_session_pending(pointer) > 0 }
 
+    var isEstablished: Bool { copenssl_session_established(pointer) != 0 }
+
     func closeNotify() { copenssl_session_close_notify(pointer) }
 
     var failureReason: String {

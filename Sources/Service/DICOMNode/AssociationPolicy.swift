@@ -1,3 +1,4 @@
+import DICOM
 import Foundation
 
 /// Whether an association request is accepted: pure, so the rules are tested without a network.
@@ -7,6 +8,16 @@ struct AssociationPolicy: Sendable {
         case rejectCallingAETitle
         case rejectCalledAETitle
         case rejectBusy
+
+        /// What the A-ASSOCIATE-RJ says; nil for an accepted request.
+        var rejection: DICOMAssociation.RejectReason? {
+            switch self {
+            case .accept: nil
+            case .rejectCallingAETitle: .callingAETitle
+            case .rejectCalledAETitle: .calledAETitle
+            case .rejectBusy: .busy
+            }
+        }
     }
 
     let aeTitle: String

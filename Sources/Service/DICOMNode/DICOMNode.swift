@@ -85,11 +85,7 @@ final class DICOMNode: @unchecked Sendable {
         let metadata: Logger.Metadata = [
             "calling_ae": "\(association.callingAETitle)", "called_ae": "\(association.calledAETitle)", "host": "\(association.peerHost)",
         ]
-        switch decision {
-        case .accept: break
-        case .rejectCalledAETitle, .rejectCallingAETitle, .rejectBusy:
-            let reason: DICOMAssociation.RejectReason =
-                decision == .rejectBusy ? .busy : decision == .rejectCalledAETitle ? .calledAETitle : .callingAETitle
+        if let reason = decision.rejection {
             association.reject(reason)
             context.metrics.dicomAssociationRejected("\(reason)")
             context.logger.notice("dicom association rejected", metadata: metadata.merging(["reason": "\(reason)"]) { a, _ in a })
