@@ -27,8 +27,8 @@ deps:
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-cache-dir --upgrade pip
+	$(VENV)/bin/pip install -q --no-cache-dir -r requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
