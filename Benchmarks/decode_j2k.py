@@ -2,8 +2,8 @@
 """JPEG 2000 decode speed on a real head CT: ichctl (DCMTK + OpenJPEG) against pydicom + pylibjpeg-openjpeg.
 
 The Cranium series of Debian's invesalius-examples (108 slices of 256x256,
-wrapped by Tools/real_ct.py) in explicit VR little endian and JPEG 2000
-lossless. Both sides hold the files in memory and decode on one thread:
+wrapped by Tools/real_ct.py) in explicit VR little endian, JPEG 2000 lossless
+and HTJ2K lossless (OpenJPH's encoder). Both sides hold the files in memory and decode on one thread:
 `ichctl bench-preprocess` reports its decode time apart from preprocessing;
 pydicom runs `dcmread` + `pixel_array` per slice. Runs are interleaved and the
 median of `--repeats` is reported.
@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         rows = []
-        for syntax in ("explicit", "j2k"):
+        for syntax in ("explicit", "j2k", "htj2k"):
             paths = real_ct.write(syntax, Path(folder) / syntax)
             blobs = [p.read_bytes() for p in paths]
             ours, theirs = [], []

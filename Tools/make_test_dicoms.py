@@ -22,6 +22,8 @@ optional hints for the tests:
 ``restores``
     For the RSNA defect file: corrected HU must equal ``max(HU, -1000)`` of
     this file's modality LUT output (the image the defect was made from).
+``openjph_reference``
+    Lossy HTJ2K: the image must also match OpenJPH's decoding (imagecodecs), not only pydicom's.
 ``background_zero``
     The image corners are padding or out-of-field: every input channel must
     be exactly 0 there.
@@ -42,15 +44,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import imagecodecs
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2K,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
@@ -290,6 +296,51 @@ def _jpeg2000_mismatch() -> bytes:
     ds = ct_dataset("jpeg2000_size_mismatch.dcm", np.zeros((64, 64), np.int32))
     ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     ds.Rows = 32
+    return to_bytes(ds)
+
+
+def htj2k_dataset(name: str, stored: np.ndarray, transfer_syntax: UID, *, fragments: int = 1, **encode) -> Dataset:
+    """`stored` as one HTJ2K codestream from OpenJPH (imagecodecs), an encoder independent of the
+    OpenJPEG that decodes it, split into `fragments` items."""
+    ds = ct_dataset(name, stored, transfer_syntax=transfer_syntax)
+    codestream = imagecodecs.htj2k_encode(stored.astype(np.int16), **encode)
+    ds.PixelData = encapsulate([codestream], fragments_per_frame=fragments)
+    ds["PixelData"].VR = "OB"
+    return ds
+
+
+@case("ct_htj2k_lossless.dcm", "ok", "the plain phantom, HTJ2K lossless (1.2.840.10008.1.2.4.201, OpenJPH)",
+      same_pixels_as=PLAIN)
+def _htj2k_lossless() -> bytes:
+    return to_bytes(htj2k_dataset("ct_htj2k_lossless.dcm", plain_stored(), HTJ2KLossless, reversible=True))
+
+
+@case("ct_htj2k_rpcl_fragments.dcm", "ok", "the plain phantom, HTJ2K lossless RPCL with TLM markers "
+      "(1.2.840.10008.1.2.4.202), the codestream split over three fragments", same_pixels_as=PLAIN)
+def _htj2k_rpcl() -> bytes:
+    return to_bytes(htj2k_dataset("ct_htj2k_rpcl_fragments.dcm", plain_stored(), HTJ2KLosslessRPCL,
+                                  fragments=3, reversible=True, tlm=True))
+
+
+@case("ct_htj2k_lossy.dcm", "ok", "the plain phantom, HTJ2K (1.2.840.10008.1.2.4.203) with the irreversible "
+      "wavelet and quantisation", openjph_reference=True)
+def _htj2k_lossy() -> bytes:
+    return to_bytes(htj2k_dataset("ct_htj2k_lossy.dcm", plain_stored(), HTJ2K, reversible=False, level=0.0005))
+
+
+@case("htj2k_truncated.dcm", "corrupt-pixel-data", "HTJ2K lossless whose codestream stops half-way")
+def _htj2k_truncated() -> bytes:
+    ds = htj2k_dataset("htj2k_truncated.dcm", plain_stored(), HTJ2KLossless, reversible=True)
+    codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([codestream[: len(codestream) // 2]])
+    return to_bytes(ds)
+
+
+@case("htj2k_size_mismatch.dcm", "pixel-data-mismatch", "a 64x64 HTJ2K codestream in an object whose "
+      "Columns say 48: refused before decoding")
+def _htj2k_mismatch() -> bytes:
+    ds = htj2k_dataset("htj2k_size_mismatch.dcm", np.full((64, 64), 1000, np.int32), HTJ2KLossless, reversible=True)
+    ds.Columns = 48
     return to_bytes(ds)
 
 

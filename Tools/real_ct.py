@@ -28,14 +28,17 @@ import sys
 import tarfile
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     EnhancedCTImageStorage,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
     JPEG2000Lossless,
     JPEGLSLossless,
     PYDICOM_IMPLEMENTATION_UID,
@@ -48,9 +51,11 @@ SYNTAXES = {
     "rle": RLELossless,
     "jpegls": JPEGLSLossless,
     "j2k": JPEG2000Lossless,
+    "htj2k": HTJ2KLossless,
     "deflate": DeflatedExplicitVRLittleEndian,
 }
-# Encoders of pydicom 3's plugins: pyjpegls for JPEG-LS, pylibjpeg-openjpeg for JPEG 2000.
+# Encoders of pydicom 3's plugins: pyjpegls for JPEG-LS, pylibjpeg-openjpeg for JPEG 2000. pydicom has
+# no HTJ2K encoder; OpenJPH (imagecodecs) writes those codestreams.
 PLUGINS = {"jpegls": "pyjpegls", "j2k": "pylibjpeg"}
 
 
@@ -157,6 +162,12 @@ def encode(ds: Dataset, syntax: str) -> None:
     target = SYNTAXES[syntax]
     if syntax in PLUGINS or syntax == "rle":
         ds.compress(target, encoding_plugin=PLUGINS.get(syntax, "pydicom"), generate_instance_uid=False)
+    elif syntax == "htj2k":
+        frames = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)
+        ds.PixelData = encapsulate([imagecodecs.htj2k_encode(frame, reversible=True) for frame in frames],
+                                   has_bot=len(frames) > 1)
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = target
     elif syntax == "deflate":
         ds.file_meta.TransferSyntaxUID = target
 

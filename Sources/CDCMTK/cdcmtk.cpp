@@ -32,7 +32,7 @@ struct cdcmtk_object {
     DcmFileFormat file;
     std::string transferSyntax;
     bool decompressed = false;
-    /// The file meta names a transfer syntax DCMTK 3.6.7 does not know (HTJ2K, say): it then
+    /// The file meta names a transfer syntax DCMTK 3.6.7 does not know (other than HTJ2K): it then
     /// guesses an uncompressed encoding and cannot see the pixel data, so none is reported.
     bool unknownSyntax = false;
     /// The last frame decoded one at a time (JPEG 2000 through OpenJPEG, a multi-frame object through
@@ -85,9 +85,17 @@ DcmElement *findTopLevel(const cdcmtk_object *object, uint16_t group, uint16_t e
 
 // ---- JPEG 2000 through OpenJPEG (DCMTK 3.6.7 has no codec for it) ----
 
-// JPEG 2000 lossless-only and lossy. (DCMTK 3.6.7 cannot parse the High-Throughput syntaxes'
-// encapsulated pixel data, so those stay unsupported although OpenJPEG 2.5 decodes HTJ2K.)
-bool isJPEG2000(const std::string &uid) { return uid == "1.2.840.10008.1.2.4.90" || uid == "1.2.840.10008.1.2.4.91"; }
+// High-Throughput JPEG 2000: lossless, lossless with RPCL progression, and lossy-capable. DCMTK 3.6.7
+// does not know these UIDs, so it reads such a data set as explicit little endian; its pixel data, of
+// undefined length, is still parsed as fragments, and OpenJPEG 2.5 decodes the HT codestreams in them.
+bool isHighThroughputJPEG2000(const std::string &uid) {
+    return uid == "1.2.840.10008.1.2.4.201" || uid == "1.2.840.10008.1.2.4.202" || uid == "1.2.840.10008.1.2.4.203";
+}
+
+// JPEG 2000 lossless-only and lossy, and HTJ2K.
+bool isJPEG2000(const std::string &uid) {
+    return uid == "1.2.840.10008.1.2.4.90" || uid == "1.2.840.10008.1.2.4.91" || isHighThroughputJPEG2000(uid);
+}
 
 struct MemoryStream {
     const uint8_t *bytes;
@@ -305,6 +313,9 @@ cdcmtk_status readObject(const uint8_t *bytes, size_t length, bool headerOnly, c
             ? object->file.readUntilTag(stream, EXS_Unknown, EGL_noChange, OFstatic_cast(Uint32, -1), DCM_PixelData)
             : object->file.read(stream, EXS_Unknown, EGL_noChange, OFstatic_cast(Uint32, -1));
         object->file.transferEnd();
+        OFString declared;
+        object->file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, declared);
+        const bool highThroughput = isHighThroughputJPEG2000(declared.c_str());
         if (status.good() && headerOnly) {
             DcmXfer xfer(object->file.getDataset()->getOriginalXfer());
             // A deflated data set's stream positions are not offsets into `bytes`, so its header is the whole read.
@@ -315,7 +326,8 @@ cdcmtk_status readObject(const uint8_t *bytes, size_t length, bool headerOnly, c
             }
             object->headerOnly = true;
             const uint32_t undefined = 0xFFFFFFFF;
-            if (object->headerPixelData && object->headerPixelLength == undefined && !xfer.isEncapsulated()) {
+            if (object->headerPixelData && object->headerPixelLength == undefined && !xfer.isEncapsulated() &&
+                !highThroughput) {
                 delete object;
                 return CDCMTK_MALFORMED;
             }
@@ -336,11 +348,9 @@ cdcmtk_status readObject(const uint8_t *bytes, size_t length, bool headerOnly, c
             return CDCMTK_MALFORMED;
         }
         object->transferSyntax = DcmXfer(object->file.getDataset()->getOriginalXfer()).getXferID();
-        OFString declared;
-        if (object->file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, declared).good() && !declared.empty() &&
-            DcmXfer(declared.c_str()).getXfer() == EXS_Unknown) {
+        if (!declared.empty() && DcmXfer(declared.c_str()).getXfer() == EXS_Unknown) {
             object->transferSyntax = declared.c_str();
-            object->unknownSyntax = true;
+            object->unknownSyntax = !highThroughput;
         }
         *out = object;
         return CDCMTK_OK;
@@ -429,8 +439,9 @@ extern "C" cdcmtk_status cdcmtk_pixel_info(const cdcmtk_object *object, int *enc
         E_TransferSyntax original = const_cast<cdcmtk_object *>(object)->file.getDataset()->getOriginalXfer();
         DcmXfer xfer(original);
         // Encapsulated pixel data reports no length here (its fragments are items), so only a native value can be empty.
-        if (!xfer.isEncapsulated() && valueLength == 0) return CDCMTK_NO_PIXEL_DATA;
-        if (xfer.isEncapsulated()) {
+        const bool fragments = xfer.isEncapsulated() || isHighThroughputJPEG2000(object->transferSyntax);
+        if (!fragments && valueLength == 0) return CDCMTK_NO_PIXEL_DATA;
+        if (fragments) {
             *encapsulated = 1;
             *decodable = isJPEG2000(object->transferSyntax) ||
                                  DcmCodecList::canChangeCoding(original, EXS_LittleEndianExplicit)

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pydicom
 import pytest
@@ -50,16 +51,18 @@ ERROR_TYPES = {
 }  # fmt: skip
 UNREADABLE = {"not-dicom", "truncated", "malformed"}
 
-# Transfer syntaxes ichctl decodes (uncompressed, deflated, RLE, JPEG, JPEG-LS, JPEG 2000).
+# Transfer syntaxes ichctl decodes (uncompressed, deflated, RLE, JPEG, JPEG-LS, JPEG 2000, HTJ2K).
+HTJ2K_SYNTAXES = {"1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
 SUPPORTED_SYNTAXES = {
     "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
     "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
     "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", *HTJ2K_SYNTAXES,
 }  # fmt: skip
 LOSSY_JPEG = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}
-JPEG2000_LOSSY = "1.2.840.10008.1.2.4.91"
-JPEG2000_SYNTAXES = {"1.2.840.10008.1.2.4.90", JPEG2000_LOSSY}
+# The syntaxes whose codestream may use the irreversible (floating-point) wavelet.
+JPEG2000_LOSSY = {"1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.203"}
+JPEG2000_SYNTAXES = {"1.2.840.10008.1.2.4.90", *JPEG2000_LOSSY, *HTJ2K_SYNTAXES}
 JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
 
 # At least this many real files must be accepted by ichctl and match pydicom.
@@ -70,7 +73,9 @@ MUST_BE_COMPARED = {"CT_small.dcm", "693_UNCR.dcm", "693_J2KR.dcm", "693_J2KI.dc
                     "eCT_Supplemental.dcm", "emri_small.dcm", "emri_small_jpeg_2k_lossless.dcm",
                     "emri_small_jpeg_ls_lossless.dcm", "emri_small_RLE.dcm", "emri_small_big_endian.dcm"}
 
-SYNTHETIC_CASES = load_generator().CASES
+_generator = load_generator()
+SYNTHETIC_CASES = _generator.CASES
+PLAIN_SYNTHETIC = _generator.PLAIN
 
 # pydicom warns about every odd value it meets in these files; the odd values are the point.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom")
@@ -378,7 +383,7 @@ def check_modality(actual: np.ndarray, ds: Dataset, expected: np.ndarray, syntax
         # pylibjpeg (libjpeg) may differ by a stored unit here and there.
         assert difference.max() <= 2 * slope, f"max |diff| {difference.max()}"
         assert difference.mean() <= 0.1 * slope, f"mean |diff| {difference.mean()}"
-    elif syntax == JPEG2000_LOSSY:
+    elif syntax in JPEG2000_LOSSY:
         # The irreversible wavelet is computed in floating point: our OpenJPEG (Debian's) and
         # pylibjpeg-openjpeg's own build may round a value differently (measured: identical).
         assert difference.max() <= slope, f"max |diff| {difference.max()}"
@@ -687,6 +692,14 @@ def test_synthetic_file(case, ichctl, synthetic_dir, synthetic_manifest, synthet
         source = ref.read_dataset(synthetic_dir / entry["same_pixels_as"])
         assert np.array_equal(ref.stored_values(view.ds), ref.stored_values(source)), "generator: pixels differ"
         assert np.array_equal(modality, ref.modality(source))
+    if entry.get("openjph_reference"):
+        # pydicom decodes HTJ2K with OpenJPEG too; OpenJPH is a second, independent decoder.
+        stored = imagecodecs.htj2k_decode(next(generate_frames(view.ds.PixelData, number_of_frames=1)))
+        slope, intercept = ref.rescale(view.ds)
+        openjph = stored.astype(np.float64) * slope + intercept
+        assert np.abs(modality - openjph).max() <= abs(slope)
+        plain = ref.modality(ref.read_dataset(synthetic_dir / PLAIN_SYNTHETIC))
+        assert not np.array_equal(modality, plain), "the lossy file decodes to the lossless image"
 
 
 def test_inspect_exit_codes_and_order(ichctl, synthetic_dir):

@@ -4,15 +4,15 @@ Debian's `invesalius-examples` ships `Cranium.inv3`, 108 axial slices of a real
 non-contrast head CT (`make test` installs it; without it these tests fail, they
 are not skipped). `Tools/real_ct.py` wraps it as a CT series (real pixels,
 synthetic header) in explicit VR little endian, RLE, JPEG-LS lossless, JPEG 2000
-lossless and deflate. The tests hold:
+lossless, HTJ2K lossless (OpenJPH's encoder) and deflate. The tests hold:
 
 * every syntax decodes to the same Hounsfield units, equal to the source volume
-  and to pydicom's decoding (pylibjpeg-openjpeg for JPEG 2000, pyjpegls for
-  JPEG-LS);
+  and to pydicom's decoding (pylibjpeg-openjpeg for JPEG 2000 and HTJ2K,
+  pyjpegls for JPEG-LS);
 * the JPEG 2000 series goes through `ich-server` as a study: all 108 slices
   processed, ordered by z, the series primary and the study assessable;
-* the same volume as one Enhanced CT object (`--enhanced`, uncompressed and
-  JPEG 2000 one fragment per frame): every frame decodes to the source, and
+* the same volume as one Enhanced CT object (`--enhanced`, uncompressed,
+  JPEG 2000 and HTJ2K one fragment per frame): every frame decodes to the source, and
   the service triages it frame by frame with the single-frame series' results;
 * pydicom's real GE series (a 202.5 mm gap, scouts at one z, z falling as the
   instance number rises) get the right roles, order and warnings;
@@ -114,10 +114,10 @@ def test_a_jpeg2000_study_is_triaged_end_to_end(series, single_frame_study):
 @pytest.fixture(scope="module")
 def enhanced(volume, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("cranium-enhanced")
-    return {syntax: real_ct.write(syntax, out / syntax, enhanced=True)[0] for syntax in ("explicit", "j2k")}
+    return {syntax: real_ct.write(syntax, out / syntax, enhanced=True)[0] for syntax in ("explicit", "j2k", "htj2k")}
 
 
-@pytest.mark.parametrize("syntax", ["explicit", "j2k"])
+@pytest.mark.parametrize("syntax", ["explicit", "j2k", "htj2k"])
 def test_every_frame_of_the_enhanced_object_decodes_to_the_source_hu(syntax, enhanced, volume, ichctl, tmp_path):
     path = enhanced[syntax]
     ds = pydicom.dcmread(path)

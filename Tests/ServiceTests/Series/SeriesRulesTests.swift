@@ -36,7 +36,7 @@ import Testing
         ("RGB screen capture", header(modality: "OT", sopClass: "1.2.840.10008.5.1.4.1.1.7", imageType: ["DERIVED", "SECONDARY"],
                                       unsupported: .unsupportedPixelFormat(samplesPerPixel: 3, bitsAllocated: 8)), .skip(reason: "not-ct")),
         ("MR", header(modality: "MR"), .skip(reason: "not-ct")),
-        ("HTJ2K, no codec", header(unsupported: .unsupportedTransferSyntax(uid: "1.2.840.10008.1.2.4.201")),
+        ("JPEG XL, no codec", header(unsupported: .unsupportedTransferSyntax(uid: "1.2.840.10008.1.2.4.110")),
          .skip(reason: "unsupported-image")),
         ("enhanced CT, 40 frames", header(sopClass: "1.2.840.10008.5.1.4.1.1.2.1", frames: 40), .triage),
     ])
