@@ -18,7 +18,15 @@
 
 #include <openjpeg-2.5/openjpeg.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -212,13 +220,11 @@ cdcmtk_status codestream(cdcmtk_object *object, unsigned long frame, unsigned lo
     return out.empty() ? CDCMTK_NO_PIXEL_DATA : CDCMTK_OK;
 }
 
-// Decodes one greyscale frame to 16- or 8-bit words in `object->decoded`. The codestream's size, component
-// count and precision are checked against the DICOM attributes before OpenJPEG allocates the image.
-cdcmtk_status decodeJPEG2000(cdcmtk_object *object, unsigned rows, unsigned columns, unsigned bitsAllocated,
-                             unsigned long frame, unsigned long frames) {
-    std::vector<uint8_t> bytes;
-    cdcmtk_status status = codestream(object, frame, frames, bytes);
-    if (status != CDCMTK_OK) return status;
+// Decodes one greyscale codestream into `out` (rows x columns words of bitsAllocated bits, native order).
+// Its size, component count and precision are checked against the DICOM attributes before OpenJPEG
+// allocates the image.
+cdcmtk_status decodeCodestream(const std::vector<uint8_t> &bytes, unsigned rows, unsigned columns, unsigned bitsAllocated,
+                               uint8_t *out) {
     // A JP2 file (signature box) or a bare codestream (SOC marker); DICOM asks for the latter, some writers send the former.
     static const uint8_t jp2Signature[] = {0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20};
     bool jp2 = bytes.size() >= 8 && std::memcmp(bytes.data(), jp2Signature, 8) == 0;
@@ -258,14 +264,59 @@ cdcmtk_status decodeJPEG2000(cdcmtk_object *object, unsigned rows, unsigned colu
     // BitsStored and PixelRepresentation, so a codestream whose signedness disagrees with the
     // header is read the header's way (as pydicom does).
     size_t count = size_t(rows) * columns;
-    object->decoded.resize(count * (bitsAllocated / 8));
     if (bitsAllocated == 16) {
-        auto *words = reinterpret_cast<uint16_t *>(object->decoded.data());
+        auto *words = reinterpret_cast<uint16_t *>(out);
         for (size_t i = 0; i < count; i++) words[i] = static_cast<uint16_t>(component.data[i]);
     } else {
-        for (size_t i = 0; i < count; i++) object->decoded[i] = static_cast<uint8_t>(component.data[i]);
+        for (size_t i = 0; i < count; i++) out[i] = static_cast<uint8_t>(component.data[i]);
     }
     return CDCMTK_OK;
+}
+
+// OpenJPEG's HT block decoder (2.5.0, and upstream still) checks its input with assert(), which
+// aborts the process on a crafted codestream (found by FuzzDICOM). An HTJ2K frame is therefore decoded
+// in a forked child that writes the pixels and its status into shared memory; a child that dies is a
+// corrupt codestream, not a dead server. The child calls only OpenJPEG and malloc (glibc keeps malloc
+// usable after fork) and leaves with _exit.
+cdcmtk_status decodeIsolated(const std::vector<uint8_t> &bytes, unsigned rows, unsigned columns, unsigned bitsAllocated,
+                             uint8_t *out, size_t frameBytes) {
+    const size_t size = sizeof(cdcmtk_status) + frameBytes;
+    void *shared = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) return CDCMTK_OUT_OF_MEMORY;
+    auto *status = static_cast<cdcmtk_status *>(shared);
+    *status = CDCMTK_INTERNAL;
+    pid_t child = fork();
+    if (child == 0) {
+        // Die quietly: no Swift crash report and no assert text in the server's log for a bad codestream.
+        for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE}) signal(sig, SIG_DFL);
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) dup2(null, STDERR_FILENO);
+        *status = decodeCodestream(bytes, rows, columns, bitsAllocated, static_cast<uint8_t *>(shared) + sizeof(cdcmtk_status));
+        _exit(0);
+    }
+    cdcmtk_status result = CDCMTK_INTERNAL;
+    if (child > 0) {
+        int how = 0;
+        while (waitpid(child, &how, 0) < 0 && errno == EINTR) {}
+        result = WIFEXITED(how) && WEXITSTATUS(how) == 0 ? *status : CDCMTK_CORRUPT_PIXEL_DATA;
+        if (result == CDCMTK_OK) std::memcpy(out, static_cast<uint8_t *>(shared) + sizeof(cdcmtk_status), frameBytes);
+    }
+    munmap(shared, size);
+    return result;
+}
+
+// Decodes frame `frame` to 16- or 8-bit words in `object->decoded`.
+cdcmtk_status decodeJPEG2000(cdcmtk_object *object, unsigned rows, unsigned columns, unsigned bitsAllocated,
+                             unsigned long frame, unsigned long frames) {
+    std::vector<uint8_t> bytes;
+    cdcmtk_status status = codestream(object, frame, frames, bytes);
+    if (status != CDCMTK_OK) return status;
+    object->decoded.resize(size_t(rows) * columns * (bitsAllocated / 8));
+    status = isHighThroughputJPEG2000(object->transferSyntax)
+                 ? decodeIsolated(bytes, rows, columns, bitsAllocated, object->decoded.data(), object->decoded.size())
+                 : decodeCodestream(bytes, rows, columns, bitsAllocated, object->decoded.data());
+    if (status != CDCMTK_OK) object->decoded.clear();
+    return status;
 }
 
 }  // namespace
@@ -313,8 +364,10 @@ cdcmtk_status readObject(const uint8_t *bytes, size_t length, bool headerOnly, c
             ? object->file.readUntilTag(stream, EXS_Unknown, EGL_noChange, OFstatic_cast(Uint32, -1), DCM_PixelData)
             : object->file.read(stream, EXS_Unknown, EGL_noChange, OFstatic_cast(Uint32, -1));
         object->file.transferEnd();
+        // Only a read that succeeded is looked at: the elements of a failed one may declare lengths their bytes
+        // do not have, and DCMTK takes seconds over such a value (found by FuzzDICOM).
         OFString declared;
-        object->file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, declared);
+        if (status.good()) object->file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, declared);
         const bool highThroughput = isHighThroughputJPEG2000(declared.c_str());
         if (status.good() && headerOnly) {
             DcmXfer xfer(object->file.getDataset()->getOriginalXfer());

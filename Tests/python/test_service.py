@@ -297,6 +297,20 @@ def test_post_instance_bad_input_gets_the_decoders_slug(ingest, reader, name, sl
         assert_problem(response, 400, slug)
 
 
+def test_an_htj2k_codestream_that_aborts_openjpeg_fails_its_slices_not_the_server(server, ingest, reader):
+    """FuzzDICOM found an HTJ2K codestream on which OpenJPEG's HT decoder fails an assert() and aborts;
+    the shim decodes HTJ2K in a forked child, so the frames fail as corrupt and the server serves on."""
+    import pydicom
+
+    data = (service.REPO_ROOT / "Fuzz" / "corpus" / "dicom" / "htj2k_openjpeg_assert.dcm").read_bytes()
+    response = ingest.post_instance(data)
+    assert response.status in (200, 202), repr(response)
+    instance = reader.wait_instance_done(str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID))
+    assert any(f["status"] == "failed" and f["error"]["type"] == "corrupt-pixel-data" for f in instance["frames"]), instance
+    assert server.running and reader.get("/healthz").status == 200
+    assert "Assertion" not in server.log_text() and "Program crashed" not in server.log_text()
+
+
 def test_archive_style_uids_work_everywhere(ingest, reader):
     """RSNA 2019 writes ID_<hex> UIDs and anonymisers write hashes: accepted in STOW, single
     uploads and every API path."""
