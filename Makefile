@@ -6,9 +6,9 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 APT_PACKAGES := libdcmtk-dev libopenjp2-7-dev libopenblas-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev openssl python3-venv
 # The tests' real peers: Orthanc (a PACS) pushes studies to us by STOW-RS and C-STORE; dcmtk's
-# echoscu/storescu/findscu; a real head CT
+# echoscu/storescu/findscu; dicom3tools' dciodvfy validates what we write; a real head CT
 # (invesalius-examples, GPL-2) that Tools/real_ct.py wraps as DICOM at test time.
-TEST_APT_PACKAGES := orthanc orthanc-dicomweb invesalius-examples dcmtk
+TEST_APT_PACKAGES := orthanc orthanc-dicomweb invesalius-examples dcmtk dicom3tools
 FUZZ_SECONDS ?= 30
 FUZZ_TEST_SECONDS ?= 20
 

@@ -4,7 +4,7 @@ import PackageDescription
 // Targets and what each may import are laid out in DESIGN.md; a target only
 // imports targets declared above it here.
 // OpenJPEG decodes the JPEG 2000 syntaxes that DCMTK 3.6.7 has no codec for (Debian libopenjp2-7-dev).
-let dcmtkLibraries: [LinkerSetting] = ["dcmnet", "dcmjpls", "dcmjpeg", "dcmimgle", "dcmdata", "oflog", "ofstd", "openjp2"]
+let dcmtkLibraries: [LinkerSetting] = ["cmr", "dcmsr", "dcmnet", "dcmjpls", "dcmjpeg", "dcmimgle", "dcmdata", "oflog", "ofstd", "openjp2"]
     .map { .linkedLibrary($0) }
 
 let package = Package(

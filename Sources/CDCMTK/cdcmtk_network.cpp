@@ -3,7 +3,6 @@
 #include "dcmtk/config/osconfig.h"
 
 #include "dcmtk/dcmdata/dcfilefo.h"
-#include "dcmtk/dcmdata/dcostrmb.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "CDCMTK.h"
+#include "part10.hpp"
 
 struct cdcmtk_listener {
     T_ASC_Network *network = nullptr;
@@ -63,30 +63,6 @@ const char *const preferredSyntaxes[] = {
     UID_JPEGLSLossyTransferSyntax,
     UID_JPEG2000TransferSyntax,
 };
-
-/// The dataset as a Part-10 file in `xfer`, meta header built from its UIDs.
-bool part10(DcmDataset *dataset, E_TransferSyntax xfer, std::vector<uint8_t> &bytes) {
-    DcmFileFormat file(dataset, OFFalse);  // takes the dataset over
-    if (file.validateMetaInfo(xfer).bad()) return false;
-    std::vector<char> chunk(1 << 20);
-    DcmOutputBufferStream out(chunk.data(), chunk.size());
-    file.transferInit();
-    OFCondition status = EC_StreamNotifyClient;
-    while (status == EC_StreamNotifyClient) {
-        status = file.write(out, xfer, EET_ExplicitLength, nullptr);
-        void *data = nullptr;
-        offile_off_t count = 0;
-        out.flushBuffer(data, count);
-        bytes.insert(bytes.end(), static_cast<uint8_t *>(data), static_cast<uint8_t *>(data) + count);
-    }
-    file.transferEnd();
-    out.flush();
-    void *data = nullptr;
-    offile_off_t count = 0;
-    out.flushBuffer(data, count);
-    bytes.insert(bytes.end(), static_cast<uint8_t *>(data), static_cast<uint8_t *>(data) + count);
-    return status.good();
-}
 
 }  // namespace
 
@@ -249,7 +225,7 @@ cdcmtk_association_end cdcmtk_association_serve(cdcmtk_association *association,
             std::vector<uint8_t> bytes;
             if (ASC_findAcceptedPresentationContext(assoc->params, dataPresentation, &accepted).good()) {
                 E_TransferSyntax xfer = DcmXfer(accepted.acceptedTransferSyntax).getXfer();
-                if (part10(dataset, xfer, bytes)) answer = store(context, bytes.data(), bytes.size());
+                if (cdcmtk::part10(dataset, xfer, bytes)) answer = store(context, bytes.data(), bytes.size());
                 dataset = nullptr;  // owned and freed by the file built from it
             }
             delete dataset;

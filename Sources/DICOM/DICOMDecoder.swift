@@ -77,6 +77,11 @@ enum Tag {
     static let accessionNumber: (UInt16, UInt16) = (0x0008, 0x0050)
     static let modality: (UInt16, UInt16) = (0x0008, 0x0060)
     static let institutionName: (UInt16, UInt16) = (0x0008, 0x0080)
+    static let patientBirthDate: (UInt16, UInt16) = (0x0010, 0x0030)
+    static let patientSex: (UInt16, UInt16) = (0x0010, 0x0040)
+    static let referringPhysicianName: (UInt16, UInt16) = (0x0008, 0x0090)
+    static let studyID: (UInt16, UInt16) = (0x0020, 0x0010)
+    static let specificCharacterSet: (UInt16, UInt16) = (0x0008, 0x0005)
     static let studyDescription: (UInt16, UInt16) = (0x0008, 0x1030)
     static let seriesDescription: (UInt16, UInt16) = (0x0008, 0x103E)
     static let patientName: (UInt16, UInt16) = (0x0010, 0x0010)
@@ -174,7 +179,12 @@ private final class DCMTKObject {
                 patientID: try? string(Tag.patientID, "PatientID"), patientName: try? string(Tag.patientName, "PatientName"),
                 studyDate: try? string(Tag.studyDate, "StudyDate"), studyTime: try? string(Tag.studyTime, "StudyTime"),
                 studyDescription: try? string(Tag.studyDescription, "StudyDescription"),
-                institutionName: try? string(Tag.institutionName, "InstitutionName")))
+                institutionName: try? string(Tag.institutionName, "InstitutionName"),
+                patientBirthDate: try? string(Tag.patientBirthDate, "PatientBirthDate"),
+                patientSex: try? string(Tag.patientSex, "PatientSex"),
+                referringPhysicianName: try? string(Tag.referringPhysicianName, "ReferringPhysicianName"),
+                studyID: try? string(Tag.studyID, "StudyID"),
+                specificCharacterSet: try? string(Tag.specificCharacterSet, "SpecificCharacterSet")))
     }
 
     /// The checked image attributes of an object the pixel decoder can read.

@@ -124,6 +124,6 @@ public final class DICOMAssociation: @unchecked Sendable {
     }
 }
 
-private func text(_ buffer: [CChar]) -> String {
+func text(_ buffer: [CChar]) -> String {
     String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

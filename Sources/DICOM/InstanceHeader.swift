@@ -103,10 +103,18 @@ public struct StudyAttributes: Sendable, Equatable {
     public var studyTime: String?
     public var studyDescription: String?
     public var institutionName: String?
+    /// What the service's own objects in the study (its structured report) copy from the original.
+    public var patientBirthDate: String?
+    public var patientSex: String?
+    public var referringPhysicianName: String?
+    public var studyID: String?
+    public var specificCharacterSet: String?
 
     public init(
         accessionNumber: String? = nil, patientID: String? = nil, patientName: String? = nil, studyDate: String? = nil,
-        studyTime: String? = nil, studyDescription: String? = nil, institutionName: String? = nil
+        studyTime: String? = nil, studyDescription: String? = nil, institutionName: String? = nil,
+        patientBirthDate: String? = nil, patientSex: String? = nil, referringPhysicianName: String? = nil, studyID: String? = nil,
+        specificCharacterSet: String? = nil
     ) {
         self.accessionNumber = accessionNumber
         self.patientID = patientID
@@ -115,5 +123,10 @@ public struct StudyAttributes: Sendable, Equatable {
         self.studyTime = studyTime
         self.studyDescription = studyDescription
         self.institutionName = institutionName
+        self.patientBirthDate = patientBirthDate
+        self.patientSex = patientSex
+        self.referringPhysicianName = referringPhysicianName
+        self.studyID = studyID
+        self.specificCharacterSet = specificCharacterSet
     }
 }

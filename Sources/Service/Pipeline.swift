@@ -184,7 +184,9 @@ final class Pipeline: @unchecked Sendable {
                                   kernelClass: rules.kernelClass(h.convolutionKernel), sliceThickness: h.sliceThickness),
             study: StudyDetails(accessionNumber: study.accessionNumber, patientID: study.patientID, patientName: study.patientName,
                                 studyDate: study.studyDate, studyTime: study.studyTime, studyDescription: study.studyDescription,
-                                institutionName: study.institutionName))
+                                institutionName: study.institutionName, patientBirthDate: study.patientBirthDate,
+                                patientSex: study.patientSex, referringPhysicianName: study.referringPhysicianName,
+                                studyID: study.studyID, specificCharacterSet: study.specificCharacterSet))
     }
 
     /// Stores each study's StudyView summary (primary series, its maxima, assessability) in the caller's transaction.

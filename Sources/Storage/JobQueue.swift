@@ -35,8 +35,9 @@ public enum JobQueue {
             try db.statement(
                 """
                 INSERT INTO studies (study_instance_uid, first_received_at, last_received_at, received, skipped, urgent,
-                    accession_number, patient_id, patient_name, study_date, study_time, study_description, institution_name)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    accession_number, patient_id, patient_name, study_date, study_time, study_description, institution_name,
+                    patient_birth_date, patient_sex, referring_physician_name, study_id, specific_character_set)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (study_instance_uid) DO UPDATE SET received = received + excluded.received,
                     skipped = skipped + excluded.skipped,
                     urgent = max(urgent, excluded.urgent),
@@ -47,13 +48,20 @@ public enum JobQueue {
                     patient_name = coalesce(patient_name, excluded.patient_name),
                     study_date = coalesce(study_date, excluded.study_date), study_time = coalesce(study_time, excluded.study_time),
                     study_description = coalesce(study_description, excluded.study_description),
-                    institution_name = coalesce(institution_name, excluded.institution_name)
+                    institution_name = coalesce(institution_name, excluded.institution_name),
+                    patient_birth_date = coalesce(patient_birth_date, excluded.patient_birth_date),
+                    patient_sex = coalesce(patient_sex, excluded.patient_sex),
+                    referring_physician_name = coalesce(referring_physician_name, excluded.referring_physician_name),
+                    study_id = coalesce(study_id, excluded.study_id),
+                    specific_character_set = coalesce(specific_character_set, excluded.specific_character_set)
                 """
             ).run([
                 .text(instance.studyInstanceUID), .real(instance.receivedAt), .real(instance.receivedAt), .int(frames),
                 .int(skipped ? frames : 0),
                 .int(instance.urgent ? 1 : 0), .string(d.accessionNumber), .string(d.patientID), .string(d.patientName), .string(d.studyDate),
                 .string(d.studyTime), .string(d.studyDescription), .string(d.institutionName),
+                .string(d.patientBirthDate), .string(d.patientSex), .string(d.referringPhysicianName), .string(d.studyID),
+                .string(d.specificCharacterSet),
             ])
             let series = instance.series
             try db.statement(

@@ -8,7 +8,8 @@ public enum ResultStore {
     static let studyColumns = """
         study_instance_uid, first_received_at, last_received_at, received, done, failed, \(Schema.maximumColumns),
         skipped, primary_series_uid, assessable, not_assessable_reason, accession_number, patient_id, patient_name,
-        study_date, study_time, study_description, institution_name, urgent
+        study_date, study_time, study_description, institution_name, urgent, patient_birth_date, patient_sex,
+        referring_physician_name, study_id, specific_character_set
         """
 
     public static func study(_ db: Connection, _ uid: String) throws(StorageError) -> StudyRecord? {
@@ -86,7 +87,10 @@ public enum ResultStore {
             notAssessableReason: row.optionalText(15),
             details: StudyDetails(accessionNumber: row.optionalText(16), patientID: row.optionalText(17),
                                   patientName: row.optionalText(18), studyDate: row.optionalText(19), studyTime: row.optionalText(20),
-                                  studyDescription: row.optionalText(21), institutionName: row.optionalText(22)),
+                                  studyDescription: row.optionalText(21), institutionName: row.optionalText(22),
+                                  patientBirthDate: row.optionalText(24), patientSex: row.optionalText(25),
+                                  referringPhysicianName: row.optionalText(26), studyID: row.optionalText(27),
+                                  specificCharacterSet: row.optionalText(28)),
             urgent: row.int(23) != 0)
     }
 

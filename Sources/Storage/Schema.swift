@@ -191,6 +191,16 @@ public enum Schema {
             CREATE INDEX studies_by_last_received ON studies (last_received_at);
             CREATE INDEX notifications_by_study ON notifications (study_instance_uid);
             """),
+        // What the service's structured report copies from the original study besides what the API shows.
+        Migration(
+            "10-report-attributes",
+            """
+            ALTER TABLE studies ADD COLUMN patient_birth_date TEXT;
+            ALTER TABLE studies ADD COLUMN patient_sex TEXT;
+            ALTER TABLE studies ADD COLUMN referring_physician_name TEXT;
+            ALTER TABLE studies ADD COLUMN study_id TEXT;
+            ALTER TABLE studies ADD COLUMN specific_character_set TEXT;
+            """),
     ]
 
     static let probabilityColumns = "p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid, p_subdural"

@@ -7,7 +7,7 @@ import Testing
     @Test func migratingTwiceIsANoOp() throws {
         let (db, _) = try makeDatabase()
         try db.sync { try Migrator.migrate($0, Schema.migrations) }
-        let names = try db.sync { try $0.statement("SELECT name FROM schema_migrations ORDER BY name").rows { $0.text(0) } }
+        let names = try db.sync { try $0.statement("SELECT name FROM schema_migrations ORDER BY rowid").rows { $0.text(0) } }
         #expect(names == Schema.migrations.map(\.name))
     }
 

@@ -465,8 +465,8 @@ def test_routes_do_not_write_the_audit_table():
             if re.search(r"audit", line, re.I) and not line.strip().startswith("//"):
                 calls.append((path.name, line.strip()))
     actions = sorted(re.search(r'"([a-z-]+)"', line).group(1) for _, line in calls if re.search(r'"[a-z-]+"', line))
-    assert actions == ["create-token", "delete-study", "list-tokens", "prioritize-study", "read-instance", "read-study",
-                       "read-worklist", "revoke-token"], calls
+    assert actions == ["create-token", "delete-study", "list-tokens", "prioritize-study", "read-instance", "read-report",
+                       "read-study", "read-worklist", "revoke-token"], calls
     assert all("audit" not in path for _, path in ROUTES), "a route path names the audit trail"
 
 

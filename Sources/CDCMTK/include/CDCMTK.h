@@ -103,4 +103,7 @@ cdcmtk_status cdcmtk_frame_string(const cdcmtk_object *object, unsigned long fra
 }
 #endif
 
+// After the status codes, which the report builder returns.
+#include "CDCMTKReport.h"
+
 #endif

@@ -1,8 +1,9 @@
 /// The DICOM listener (`--dicom-port`): off unless a port is given.
 public struct DICOMNodeConfiguration: Sendable, Equatable {
     public var port: Int
+    public static let defaultAETitle = "ICHTRIAGE"
     /// The called AE title this node answers to; associations calling another are rejected.
-    public var aeTitle: String = "ICHTRIAGE"
+    public var aeTitle: String = Self.defaultAETitle
     /// Who may connect, as `AE@HOST`; empty: loopback callers only, any AE title.
     public var peers: [DICOMPeer] = []
     public var maxAssociations: Int = 16

@@ -21,6 +21,7 @@ enum Routes {
         router.add("GET", "/v1/studies", Route(scope: .read) { try await StudyRoutes.worklist($0, $1, $2!) })
         router.add("GET", "/v1/studies/{study}", Route(scope: .read) { try await StudyRoutes.study($0, $1, $2!) })
         router.add("DELETE", "/v1/studies/{study}", Route(scope: .admin) { try await StudyRoutes.delete($0, $1, $2!) })
+        router.add("GET", "/v1/studies/{study}/report", Route(scope: .read) { try await StudyRoutes.report($0, $1, $2!) })
         router.add("PUT", "/v1/studies/{study}/priority", Route(scope: .admin) { try await StudyRoutes.priority($0, $1, $2!) })
         router.add("GET", "/v1/instances/{sop}", Route(scope: .read) { try await InstanceRoutes.instance($0, $1, $2!) })
         router.add("GET", "/v1/tokens", Route(scope: .admin) { try await TokenRoutes.list($0, $1, $2!) })

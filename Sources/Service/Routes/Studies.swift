@@ -38,6 +38,32 @@ enum StudyRoutes {
         }
     }
 
+    // MARK: GET /v1/studies/{study}/report
+
+    /// The study's result as a DICOM structured report (TID 1500), once the study is complete.
+    static func report(_ request: HTTPRequest, _ context: ServiceContext, _ principal: Principal) async throws(Problem) -> HTTPResponse {
+        let uid = request.pathParameters["study"] ?? ""
+        try await context.audit(principal, "read-report", study: uid)
+        let (study, view) = try await context.read { db in
+            (try ResultStore.study(db, uid), try context.studyView(db, uid))
+        }
+        guard let study else { throw .notFound("study") }
+        let status = Representation.status(study, now: context.clock.now(), stableAge: context.configuration.stableAge)
+        guard status == .complete else {
+            throw Problem(409, "study-incomplete",
+                          "The study is \(status.rawValue); its report is written once every received slice has an outcome.")
+        }
+        let report = StudyReport.make(study: study, view: view, manifest: context.manifest,
+                                      deviceName: context.configuration.dicom?.aeTitle ?? DICOMNodeConfiguration.defaultAETitle)
+        do {
+            let bytes = try report.encoded()
+            return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/dicom")]), body: bytes)
+        } catch {
+            context.logger.error("report not built", metadata: ["error": "\(error.message)"])
+            throw .internalError
+        }
+    }
+
     // MARK: GET /v1/studies (worklist)
 
     static let maximumPage = 200
