@@ -2,10 +2,13 @@
 // DIMSE_ calls (as DCMTK's own storescp uses them), one thread per association.
 #include "dcmtk/config/osconfig.h"
 
+#include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/dcmnet/diutil.h"
 #include "dcmtk/oflog/oflog.h"
 
 #include <atomic>
@@ -264,6 +267,78 @@ void cdcmtk_association_free(cdcmtk_association *association) {
         ASC_destroyAssociation(&association->assoc);
     }
     delete association;
+}
+
+int cdcmtk_store_scu(const char *host, int port, const char *calling_ae, const char *called_ae, const uint8_t *bytes,
+                     size_t length, int timeout_seconds, uint16_t *status, char *error, size_t error_length) {
+    quietOnce();
+    *status = 0;
+    DcmFileFormat file;
+    DcmInputBufferStream in;
+    in.setBuffer(bytes, offile_off_t(length));
+    in.setEos();
+    file.transferInit();
+    OFCondition read = file.read(in);
+    file.transferEnd();
+    if (read.bad()) {
+        describe(error, error_length, "the object to send cannot be read", read);
+        return -1;
+    }
+    DcmDataset *dataset = file.getDataset();
+    OFString sopClass, sopInstance;
+    dataset->findAndGetOFString(DCM_SOPClassUID, sopClass);
+    dataset->findAndGetOFString(DCM_SOPInstanceUID, sopInstance);
+    const char *own = DcmXfer(dataset->getOriginalXfer()).getXferID();
+    std::vector<const char *> syntaxes{own};
+    for (const char *plain : {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax})
+        if (std::strcmp(plain, own) != 0) syntaxes.push_back(plain);
+
+    T_ASC_Network *network = nullptr;
+    T_ASC_Parameters *parameters = nullptr;
+    T_ASC_Association *assoc = nullptr;
+    int result = -1;
+    OFCondition step = ASC_initializeNetwork(NET_REQUESTOR, 0, timeout_seconds, &network);
+    if (step.good()) step = ASC_createAssociationParameters(&parameters, ASC_DEFAULTMAXPDU);
+    if (step.good()) step = ASC_setAPTitles(parameters, calling_ae, called_ae, nullptr);
+    const std::string peer = std::string(host) + ":" + std::to_string(port);
+    if (step.good()) step = ASC_setPresentationAddresses(parameters, "localhost", peer.c_str());
+    if (step.good())
+        step = ASC_addPresentationContext(parameters, 1, sopClass.c_str(), syntaxes.data(), int(syntaxes.size()));
+    if (step.good()) {
+        // The association request and every DIMSE message wait at most the timeout.
+        dcmConnectionTimeout.set(timeout_seconds);
+        step = ASC_requestAssociation(network, parameters, &assoc);
+    }
+    if (step.bad()) {
+        describe(error, error_length, "association", step);
+        if (parameters && !assoc) ASC_destroyAssociationParameters(&parameters);
+    } else if (ASC_findAcceptedPresentationContextID(assoc, sopClass.c_str()) == 0) {
+        if (error && error_length) std::snprintf(error, error_length, "the peer accepted no presentation context for the object");
+        ASC_abortAssociation(assoc);
+    } else {
+        T_DIMSE_C_StoreRQ request{};
+        request.MessageID = assoc->nextMsgID++;
+        OFStandard::strlcpy(request.AffectedSOPClassUID, sopClass.c_str(), sizeof request.AffectedSOPClassUID);
+        OFStandard::strlcpy(request.AffectedSOPInstanceUID, sopInstance.c_str(), sizeof request.AffectedSOPInstanceUID);
+        request.DataSetType = DIMSE_DATASET_PRESENT;
+        request.Priority = DIMSE_PRIORITY_MEDIUM;
+        T_DIMSE_C_StoreRSP response{};
+        DcmDataset *detail = nullptr;
+        step = DIMSE_storeUser(assoc, ASC_findAcceptedPresentationContextID(assoc, sopClass.c_str()), &request, nullptr,
+                               dataset, nullptr, nullptr, DIMSE_NONBLOCKING, timeout_seconds, &response, &detail);
+        delete detail;
+        if (step.good()) {
+            *status = response.DimseStatus;
+            result = 0;
+            ASC_releaseAssociation(assoc);
+        } else {
+            describe(error, error_length, "C-STORE", step);
+            ASC_abortAssociation(assoc);
+        }
+    }
+    if (assoc) ASC_destroyAssociation(&assoc);
+    if (network) ASC_dropNetwork(&network);
+    return result;
 }
 
 }  // extern "C"

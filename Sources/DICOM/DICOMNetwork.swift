@@ -15,6 +15,22 @@ public enum DIMSEStatus {
     public static let processingFailure: UInt16 = 0x0110
 }
 
+/// A C-STORE SCU: sends one object to a storage node and returns its DIMSE status (0x0000 success,
+/// 0xB... warnings, anything else a failure); throws when no answer came.
+public enum DICOMSender {
+    public static func store(_ bytes: [UInt8], host: String, port: Int, calledAETitle: String, callingAETitle: String,
+                             timeout: Int) throws(DICOMNetworkError) -> UInt16 {
+        var status: UInt16 = 0
+        var error = [CChar](repeating: 0, count: 256)
+        let result = bytes.withUnsafeBufferPointer { buffer in
+            cdcmtk_store_scu(host, Int32(port), callingAETitle, calledAETitle, buffer.baseAddress, buffer.count,
+                             Int32(timeout), &status, &error, error.count)
+        }
+        guard result == 0 else { throw DICOMNetworkError(description: text(error)) }
+        return status
+    }
+}
+
 /// The listening port for DICOM associations (all interfaces).
 public final class DICOMListener: @unchecked Sendable {
     private let pointer: OpaquePointer

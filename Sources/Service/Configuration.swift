@@ -50,12 +50,17 @@ public struct ServiceConfiguration: Sendable {
     public var retentionDays: Int?
     /// The DICOM C-STORE listener; nil: off.
     public var dicom: DICOMNodeConfiguration?
+    /// Where result objects (the structured report) are stored; none: nowhere, `GET .../report` only.
+    public var results = ResultsConfiguration()
 
     public init(http: HTTPServerConfiguration, dataDirectory: String, modelDirectory: String) {
         self.http = http
         self.dataDirectory = dataDirectory
         self.modelDirectory = modelDirectory
     }
+
+    /// The AE title the service is known by: the node's, else the one it calls destinations with.
+    public var aeTitle: String { dicom?.aeTitle ?? results.callingAETitle }
 
     public var databasePath: String { dataDirectory + "/ich.sqlite" }
     public var spoolDirectory: String { dataDirectory + "/spool" }

@@ -16,6 +16,7 @@ public final class ServiceMetrics: Sendable {
     let inferenceDuration: DurationHistogram
     let ready: Gauge
     let notificationsPending: Gauge
+    let resultsPending: Gauge
     let dicomAssociationsOpen: Gauge
 
     public init() {
@@ -28,6 +29,8 @@ public final class ServiceMetrics: Sendable {
         ready = registry.makeGauge(descriptor: Self.name("ready", "", "1 when /readyz answers ready."))
         notificationsPending = registry.makeGauge(
             descriptor: Self.name("notifications_pending", "", "Webhook notifications not yet delivered or abandoned."))
+        resultsPending = registry.makeGauge(
+            descriptor: Self.name("results_pending", "", "Result objects for the PACS not yet delivered or abandoned."))
         dicomAssociationsOpen = registry.makeGauge(descriptor: Self.name("dicom_associations", "", "DICOM associations open now."))
     }
 
@@ -118,6 +121,15 @@ public final class ServiceMetrics: Sendable {
         registry.makeCounter(
             descriptor: Self.name("notifications", "total", "Webhook notifications queued, and delivery attempts by outcome."),
             labels: [("result", result)]
+        ).increment(by: Int64(count))
+    }
+
+    /// Result objects queued for the PACS, and delivery attempts by outcome, per kind of destination.
+    func results(_ result: String, kind: String, count: Int = 1) {
+        guard count > 0 else { return }
+        registry.makeCounter(
+            descriptor: Self.name("results", "total", "Result objects queued for destinations, and delivery attempts by outcome."),
+            labels: [("destination_kind", kind), ("result", result)]
         ).increment(by: Int64(count))
     }
 

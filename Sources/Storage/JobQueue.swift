@@ -191,6 +191,7 @@ public enum JobQueue {
         try db.statement("DELETE FROM studies WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
         try db.statement("DELETE FROM series WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
         try db.statement("DELETE FROM notifications WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
+        try db.statement("DELETE FROM results WHERE study_instance_uid = ?").run([.text(studyInstanceUID)])
         return spool
     }
 }

@@ -201,6 +201,27 @@ public enum Schema {
             ALTER TABLE studies ADD COLUMN study_id TEXT;
             ALTER TABLE studies ADD COLUMN specific_character_set TEXT;
             """),
+        // The outbox of result objects for the PACS (ResultsOutbox), beside the webhook one.
+        Migration(
+            "11-results-outbox",
+            """
+            CREATE TABLE results (
+                id INTEGER PRIMARY KEY,
+                study_instance_uid TEXT NOT NULL,
+                destination TEXT NOT NULL,
+                sop_instance_uid TEXT NOT NULL,
+                body BLOB NOT NULL,
+                created_at REAL NOT NULL,
+                next_attempt_at REAL NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                delivered_at REAL,
+                abandoned_at REAL,
+                last_status INTEGER,
+                last_error TEXT
+            );
+            CREATE INDEX results_due ON results (next_attempt_at) WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+            CREATE INDEX results_by_study ON results (study_instance_uid);
+            """),
     ]
 
     static let probabilityColumns = "p_any, p_epidural, p_intraparenchymal, p_intraventricular, p_subarachnoid, p_subdural"

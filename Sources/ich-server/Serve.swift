@@ -36,6 +36,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds for an association request to arrive and longest silence within an association (ICH_DICOM_TIMEOUT; default 30).") var dicomTimeout: Int?
     @Option(help: "Failed authentications per client address and minute before it gets 429 for the rest of that minute (ICH_AUTH_FAILURE_LIMIT; default 20; 0: no limit, e.g. behind a proxy).") var authFailureLimit: Int?
     @Option(help: "Base URL clients use to reach this service, for absolute links in notifications and STOW-RS responses (ICH_PUBLIC_URL).") var publicURL: String?
+    @Option(help: "Where each completed study's structured report is stored: dicom://AET@HOST:PORT (C-STORE) or the DICOMweb base URL http(s)://HOST/PATH (STOW-RS, bearer token from ICH_RESULTS_TOKEN); repeat for several (ICH_RESULTS_DESTINATIONS, comma-separated).") var resultsDestination: [String] = []
+    @Option(help: "PEM bundle of the CAs that verify https:// results destinations (ICH_RESULTS_CACERT).") var resultsCacert: String?
+    @Option(help: "Seconds one results delivery may take (ICH_RESULTS_TIMEOUT; default 30).") var resultsTimeout: Double?
     @Option(help: "Webhook URL for positive studies; repeat for several (ICH_WEBHOOK_URLS, comma-separated).") var webhookURL: [String] = []
     @Option(help: "File holding the webhook signing secret (ICH_WEBHOOK_SECRET_FILE, or the secret itself in ICH_WEBHOOK_SECRET).") var webhookSecretFile: String?
     @Option(help: "PEM bundle of the CAs that verify https:// webhook receivers, for a private CA; receivers' certificates are always verified (ICH_WEBHOOK_CACERT).") var webhookCacert: String?
@@ -107,6 +110,7 @@ struct Serve: AsyncParsableCommand {
         configuration.publicURL = base.isEmpty ? nil : String(base.hasSuffix("/") ? base.dropLast() : base[...])
         configuration.webhooks = try webhookConfiguration()
         configuration.dicom = try dicomConfiguration()
+        configuration.results = try resultsConfiguration()
         let rules = try setting(seriesRules, "ICH_SERIES_RULES", "")
         configuration.seriesRulesPath = rules.isEmpty ? nil : rules
         configuration.retentionDays = try setting(retentionDays, "ICH_RETENTION_DAYS")
@@ -232,6 +236,22 @@ extension Serve {
     /// Only a loopback listener may serve plain HTTP without a warning.
     static func isLoopback(_ host: String) -> Bool {
         host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    func resultsConfiguration() throws -> ResultsConfiguration {
+        var results = ResultsConfiguration()
+        results.destinations = try listSetting(resultsDestination, "ICH_RESULTS_DESTINATIONS").map { text in
+            guard let destination = ResultsDestination(text) else {
+                throw ValidationError("results-destination must be dicom://AET@HOST:PORT or an http(s):// DICOMweb base URL: \(text)")
+            }
+            return destination
+        }
+        results.callingAETitle = try setting(aeTitle, "ICH_AE_TITLE", results.callingAETitle)
+        results.token = ProcessInfo.processInfo.environment["ICH_RESULTS_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        results.caBundlePath = try setting(resultsCacert, "ICH_RESULTS_CACERT")
+        results.timeout = try setting(resultsTimeout, "ICH_RESULTS_TIMEOUT", results.timeout)
+        if let problem = results.problem() { throw ValidationError(problem + ".") }
+        return results
     }
 
     func webhookConfiguration() throws -> WebhookConfiguration {

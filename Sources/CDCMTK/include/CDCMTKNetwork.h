@@ -69,6 +69,13 @@ cdcmtk_association_end cdcmtk_association_serve(cdcmtk_association *association,
 void cdcmtk_association_stop(cdcmtk_association *association);
 void cdcmtk_association_free(cdcmtk_association *association);
 
+/// A C-STORE SCU: associates as `calling_ae` with `called_ae` at host:port, proposes the object's SOP
+/// class in its own transfer syntax (and explicit/implicit little endian), stores it and releases.
+/// Returns 0 and the peer's DIMSE status in `*status`, or -1 when no response came (refused
+/// association, network failure, timeout); `error` says why in either failure.
+int cdcmtk_store_scu(const char *host, int port, const char *calling_ae, const char *called_ae, const uint8_t *bytes,
+                     size_t length, int timeout_seconds, uint16_t *status, char *error, size_t error_length);
+
 #ifdef __cplusplus
 }
 #endif

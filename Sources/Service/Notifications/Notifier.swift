@@ -1,3 +1,4 @@
+import DICOM
 import Foundation
 import HTTPClient
 import Inference
@@ -26,6 +27,8 @@ final class Notifier: Sendable {
     /// Consecutive failures of each loop, so a lasting database fault is logged now and then, not every look.
     private let settleFailures = Atomic<Int>(0)
     private let deliveryFailures = Atomic<Int>(0)
+    /// Delivers result objects to the PACS; the settling here queues them.
+    let results: ResultsSender
 
     init(writer: DatabaseQueue, configuration: ServiceConfiguration, manifest: Manifest, model: JSONValue, rules: SeriesRules,
          metrics: ServiceMetrics, logger: Logger, clock: WallClock) {
@@ -37,6 +40,8 @@ final class Notifier: Sendable {
         self.model = model
         self.metrics = metrics
         self.logger = logger
+        results = ResultsSender(writer: writer, configuration: configuration.results, metrics: metrics, logger: logger,
+                                clock: clock)
     }
 
     private var webhooks: WebhookConfiguration { configuration.webhooks }
@@ -48,6 +53,7 @@ final class Notifier: Sendable {
         if !webhooks.urls.isEmpty {
             repeatEvery(1, on: deliveryQueue) { [self] in deliverDue() }
         }
+        results.start()
     }
 
     /// Stops both loops and waits for an attempt in flight (at most the webhook timeout).
@@ -55,6 +61,7 @@ final class Notifier: Sendable {
         stopped.store(true, ordering: .relaxed)
         settleQueue.sync {}
         deliveryQueue.sync {}
+        results.stop()
     }
 
     private func repeatEvery(_ seconds: Double, on queue: DispatchQueue, _ body: @escaping @Sendable () -> Void) {
@@ -77,16 +84,27 @@ final class Notifier: Sendable {
                 settleFailures.store(0, ordering: .relaxed)
                 return
             }
-            let queued = try writer.write { db in
+            let (queued, objects) = try writer.write { db in
                 var queued = 0
+                var objects: [NewResult] = []
                 for study in try Outbox.unsettled(db, receivedBefore: cutoff, limit: 100) {
-                    let notifications = try notifications(db, study, now: now)
-                    try Outbox.settle(db, study: study.studyInstanceUID, processed: study.finished, notifications: notifications)
-                    queued += notifications.count
+                    let view = webhooks.urls.isEmpty && configuration.results.destinations.isEmpty ? nil
+                        : try StudyView.load(db, study: study.studyInstanceUID, rules: rules, labels: manifest.labels,
+                                             thresholds: manifest.thresholds)
+                    let due = try view.map { try self.notifications(db, study, view: $0, now: now) } ?? []
+                    let reports = try view.map { try resultObjects(study, view: $0, now: now) } ?? []
+                    try Outbox.settle(db, study: study.studyInstanceUID, processed: study.finished, notifications: due)
+                    try ResultsOutbox.enqueue(db, reports)
+                    queued += due.count
+                    objects += reports
                 }
-                return queued
+                return (queued, objects)
             }
             settleFailures.store(0, ordering: .relaxed)
+            for destination in configuration.results.destinations {
+                metrics.results("queued", kind: destination.kind, count: objects.count { $0.destination == destination.description })
+            }
+            if !objects.isEmpty { results.kick() }
             guard queued > 0 else { return }
             metrics.notifications("queued", count: queued)
             deliveryQueue.async { [self] in if !stopped.load(ordering: .relaxed) { deliverDue() } }
@@ -95,10 +113,22 @@ final class Notifier: Sendable {
         }
     }
 
-    private func notifications(_ db: Storage.Connection, _ study: StudyRecord, now: Double) throws -> [NewNotification] {
+    /// The study's structured report, once per destination, for every completed study: a negative result
+    /// belongs in the PACS as much as a positive one.
+    private func resultObjects(_ study: StudyRecord, view: StudyView, now: Double) throws -> [NewResult] {
+        guard !configuration.results.destinations.isEmpty else { return [] }
+        let report = StudyReport.make(study: study, view: view, manifest: manifest, deviceName: configuration.aeTitle)
+        let bytes = try report.encoded()
+        return configuration.results.destinations.map {
+            NewResult(studyInstanceUID: study.studyInstanceUID, destination: $0.description, sopInstanceUID: report.sopInstanceUID,
+                      body: bytes, createdAt: now)
+        }
+    }
+
+    private func notifications(_ db: Storage.Connection, _ study: StudyRecord, view: StudyView, now: Double) throws
+        -> [NewNotification]
+    {
         guard !webhooks.urls.isEmpty else { return [] }
-        let view = try StudyView.load(db, study: study.studyInstanceUID, rules: rules, labels: manifest.labels,
-                                      thresholds: manifest.thresholds)
         let event: NotificationPayload.Event
         if !view.assessable {
             event = .notAssessable

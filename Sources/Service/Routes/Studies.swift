@@ -54,7 +54,7 @@ enum StudyRoutes {
                           "The study is \(status.rawValue); its report is written once every received slice has an outcome.")
         }
         let report = StudyReport.make(study: study, view: view, manifest: context.manifest,
-                                      deviceName: context.configuration.dicom?.aeTitle ?? DICOMNodeConfiguration.defaultAETitle)
+                                      deviceName: context.configuration.aeTitle)
         do {
             let bytes = try report.encoded()
             return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/dicom")]), body: bytes)
