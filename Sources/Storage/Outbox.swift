@@ -74,6 +74,13 @@ public enum Outbox {
     public static func record(
         _ db: Connection, id: Int, outcome: DeliveryOutcome, status: Int?, error: String?, at time: Double
     ) throws(StorageError) {
+        try recordAttempt(db, table: "notifications", id: id, outcome: outcome, status: status, error: error, at: time)
+    }
+
+    /// One delivery attempt on a row of an outbox table (`notifications` or `results`, same columns).
+    static func recordAttempt(
+        _ db: Connection, table: StaticString, id: Int, outcome: DeliveryOutcome, status: Int?, error: String?, at time: Double
+    ) throws(StorageError) {
         let (delivered, abandoned, next): (Double?, Double?, Double?) =
             switch outcome {
             case .delivered: (time, nil, nil)
@@ -82,7 +89,7 @@ public enum Outbox {
             }
         try db.statement(
             """
-            UPDATE notifications SET attempts = attempts + 1, delivered_at = ?, abandoned_at = ?,
+            UPDATE \(table) SET attempts = attempts + 1, delivered_at = ?, abandoned_at = ?,
                 next_attempt_at = coalesce(?, next_attempt_at), last_status = ?, last_error = ?
             WHERE id = ?
             """

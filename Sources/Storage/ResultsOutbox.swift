@@ -38,19 +38,7 @@ public enum ResultsOutbox {
     public static func record(
         _ db: Connection, id: Int, outcome: DeliveryOutcome, status: Int?, error: String?, at time: Double
     ) throws(StorageError) {
-        let (delivered, abandoned, next): (Double?, Double?, Double?) =
-            switch outcome {
-            case .delivered: (time, nil, nil)
-            case .retry(let at): (nil, nil, at)
-            case .abandoned: (nil, time, nil)
-            }
-        try db.statement(
-            """
-            UPDATE results SET attempts = attempts + 1, delivered_at = ?, abandoned_at = ?,
-                next_attempt_at = coalesce(?, next_attempt_at), last_status = ?, last_error = ?
-            WHERE id = ?
-            """
-        ).run([.double(delivered), .double(abandoned), .double(next), .int(status), .string(error), .int(id)])
+        try Outbox.recordAttempt(db, table: "results", id: id, outcome: outcome, status: status, error: error, at: time)
     }
 
     public static func results(_ db: Connection, study uid: String) throws(StorageError) -> [ResultState] {
