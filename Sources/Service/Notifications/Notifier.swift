@@ -92,7 +92,7 @@ final class Notifier: Sendable {
                         : try StudyView.load(db, study: study.studyInstanceUID, rules: rules, labels: manifest.labels,
                                              thresholds: manifest.thresholds)
                     let due = try view.map { try self.notifications(db, study, view: $0, now: now) } ?? []
-                    let reports = try view.map { try resultObjects(study, view: $0, now: now) } ?? []
+                    let reports = view.map { resultObjects(study, view: $0, now: now) } ?? []
                     try Outbox.settle(db, study: study.studyInstanceUID, processed: study.finished, notifications: due)
                     try ResultsOutbox.enqueue(db, reports)
                     queued += due.count
@@ -115,10 +115,17 @@ final class Notifier: Sendable {
 
     /// The study's structured report, once per destination, for every completed study: a negative result
     /// belongs in the PACS as much as a positive one.
-    private func resultObjects(_ study: StudyRecord, view: StudyView, now: Double) throws -> [NewResult] {
+    private func resultObjects(_ study: StudyRecord, view: StudyView, now: Double) -> [NewResult] {
         guard !configuration.results.destinations.isEmpty else { return [] }
         let report = StudyReport.make(study: study, view: view, manifest: manifest, deviceName: configuration.aeTitle)
-        let bytes = try report.encoded()
+        let bytes: [UInt8]
+        do {
+            bytes = try report.encoded()
+        } catch {
+            // A bug of ours; settling (and the webhooks) must not wait on it.
+            logger.error("structured report not built; the study's result is not sent", metadata: ["error": "\(error.message)"])
+            return []
+        }
         return configuration.results.destinations.map {
             NewResult(studyInstanceUID: study.studyInstanceUID, destination: $0.description, sopInstanceUID: report.sopInstanceUID,
                       body: bytes, createdAt: now)
