@@ -274,7 +274,7 @@ cdcmtk_status decodeCodestream(const std::vector<uint8_t> &bytes, unsigned rows,
 }
 
 // OpenJPEG's HT block decoder (2.5.0, and upstream still) checks its input with assert(), which
-// aborts the process on a crafted codestream (found by FuzzDICOM). An HTJ2K frame is therefore decoded
+// aborts the process on a crafted codestream (found by FuzzDICOM). A JPEG 2000 frame is therefore decoded
 // in a forked child that writes the pixels and its status into shared memory; a child that dies is a
 // corrupt codestream, not a dead server. The child calls only OpenJPEG and malloc (glibc keeps malloc
 // usable after fork) and leaves with _exit.
@@ -312,9 +312,9 @@ cdcmtk_status decodeJPEG2000(cdcmtk_object *object, unsigned rows, unsigned colu
     cdcmtk_status status = codestream(object, frame, frames, bytes);
     if (status != CDCMTK_OK) return status;
     object->decoded.resize(size_t(rows) * columns * (bitsAllocated / 8));
-    status = isHighThroughputJPEG2000(object->transferSyntax)
-                 ? decodeIsolated(bytes, rows, columns, bitsAllocated, object->decoded.data(), object->decoded.size())
-                 : decodeCodestream(bytes, rows, columns, bitsAllocated, object->decoded.data());
+    // Every JPEG 2000 syntax: OpenJPEG decodes an HT code-block wherever it finds one (a COD or COC style bit,
+    // main or tile-part header), so a .90/.91 object can carry one too (FuzzDICOM found that as well).
+    status = decodeIsolated(bytes, rows, columns, bitsAllocated, object->decoded.data(), object->decoded.size());
     if (status != CDCMTK_OK) object->decoded.clear();
     return status;
 }
