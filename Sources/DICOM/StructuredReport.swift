@@ -13,6 +13,28 @@ public struct Code: Sendable, Equatable {
     }
 }
 
+/// A coded question and its coded answer (a qualitative evaluation).
+public struct CodedEvaluation: Sendable, Equatable {
+    public var concept: Code
+    public var value: Code
+
+    public init(concept: Code, value: Code) {
+        self.concept = concept
+        self.value = value
+    }
+}
+
+/// A private coding scheme ("99..."), declared in the object.
+public struct CodingScheme: Sendable, Equatable {
+    public var designator: String
+    public var name: String
+
+    public init(designator: String, name: String) {
+        self.designator = designator
+        self.name = name
+    }
+}
+
 /// An image the report points at; `frame` nil for a single-frame image.
 public struct ImageReference: Sendable, Equatable {
     public var seriesInstanceUID: String
@@ -72,17 +94,17 @@ public struct StructuredReport: Sendable, Equatable {
     public var algorithmVersion: String
     public var procedure: Code
     /// A private coding scheme the codes use: designator and name.
-    public var localScheme: (designator: String, name: String)?
+    public var localScheme: CodingScheme?
     public var findings: [Finding]
     /// A study-level qualitative evaluation (concept, value), such as "not assessable".
-    public var evaluation: (concept: Code, value: Code)?
+    public var evaluation: CodedEvaluation?
     public var comments: [String]
 
     public init(studyInstanceUID: String, study: StudyAttributes, seriesInstanceUID: String, sopInstanceUID: String,
                 seriesDescription: String, seriesNumber: Int, instanceNumber: Int, contentDate: String, contentTime: String,
                 manufacturer: String, softwareVersions: String, deviceUID: String, deviceName: String, algorithmName: String,
-                algorithmVersion: String, procedure: Code, localScheme: (designator: String, name: String)?, findings: [Finding],
-                evaluation: (concept: Code, value: Code)?,
+                algorithmVersion: String, procedure: Code, localScheme: CodingScheme?, findings: [Finding],
+                evaluation: CodedEvaluation?,
                 comments: [String]) {
         self.studyInstanceUID = studyInstanceUID
         self.study = study
@@ -104,18 +126,6 @@ public struct StructuredReport: Sendable, Equatable {
         self.findings = findings
         self.evaluation = evaluation
         self.comments = comments
-    }
-
-    public static func == (a: Self, b: Self) -> Bool {
-        a.studyInstanceUID == b.studyInstanceUID && a.study == b.study && a.seriesInstanceUID == b.seriesInstanceUID
-            && a.sopInstanceUID == b.sopInstanceUID && a.seriesDescription == b.seriesDescription
-            && a.seriesNumber == b.seriesNumber && a.instanceNumber == b.instanceNumber && a.contentDate == b.contentDate
-            && a.contentTime == b.contentTime && a.manufacturer == b.manufacturer && a.softwareVersions == b.softwareVersions
-            && a.deviceUID == b.deviceUID && a.deviceName == b.deviceName && a.algorithmName == b.algorithmName
-            && a.algorithmVersion == b.algorithmVersion && a.procedure == b.procedure && a.findings == b.findings
-            && a.localScheme?.designator == b.localScheme?.designator && a.localScheme?.name == b.localScheme?.name
-            && a.evaluation?.concept == b.evaluation?.concept && a.evaluation?.value == b.evaluation?.value
-            && a.comments == b.comments
     }
 
     /// The report as a Part-10 file (explicit VR little endian).

@@ -67,25 +67,43 @@ public struct ServiceConfiguration: Sendable {
     public var bodyDirectory: String { dataDirectory + "/tmp" }
 }
 
+/// How outgoing deliveries (webhook notifications, result objects) are attempted.
+public struct DeliveryPolicy: Sendable {
+    /// Whole-attempt limit (seconds).
+    public var timeout: Double
+    /// The first retry waits `retryBase` seconds, each later one twice as long, up to `retryCap`.
+    public var retryBase: Double = 5
+    public var retryCap: Double = 3_600
+    /// Attempts before an item is abandoned (logged, counted, kept in the database).
+    public var maxAttempts: Int = 30
+    /// PEM bundle of the CAs that verify https:// peers (a hospital's private CA); nil: the system's store.
+    public var caBundlePath: String?
+
+    public init(timeout: Double) { self.timeout = timeout }
+
+    public var retry: RetrySchedule { RetrySchedule(base: retryBase, cap: retryCap, maxAttempts: maxAttempts) }
+
+    /// Why this policy cannot be used, if it cannot; `what` names its deliveries ("webhook").
+    public func problem(_ what: String) -> String? {
+        if let caBundlePath, !FileManager.default.isReadableFile(atPath: caBundlePath) {
+            return "the \(what) CA bundle cannot be read"
+        }
+        guard timeout > 0, retryBase > 0, retryCap >= retryBase, maxAttempts >= 1 else {
+            return "\(what) timeout and retry delays must be positive and max attempts at least 1"
+        }
+        return nil
+    }
+}
+
 /// Critical-finding notifications: a signed JSON POST to each URL when a study
 /// completes positive for `any`.
 public struct WebhookConfiguration: Sendable {
     public var urls: [String] = []
     /// HMAC-SHA256 key for the `X-ICH-Signature` header; required when `urls` is not empty.
     public var secret: [UInt8] = []
-    /// Whole-request limit for one delivery attempt (seconds).
-    public var timeout: Double = 10
-    /// The first retry waits `retryBase` seconds, each later one twice as long, up to `retryCap`.
-    public var retryBase: Double = 5
-    public var retryCap: Double = 3_600
-    /// Attempts before a notification is abandoned (logged, counted, kept in the database).
-    public var maxAttempts: Int = 30
-    /// PEM bundle of the CAs that verify https:// receivers (a hospital's private CA); nil: the system's store.
-    public var caBundlePath: String?
+    public var delivery = DeliveryPolicy(timeout: 10)
 
     public init() {}
-
-    public var retry: RetrySchedule { RetrySchedule(base: retryBase, cap: retryCap, maxAttempts: maxAttempts) }
 
     /// Why this configuration cannot be used, if it cannot.
     public func problem() -> String? {
@@ -95,13 +113,7 @@ public struct WebhookConfiguration: Sendable {
                   !url.contains(where: { $0.isWhitespace })
             else { return "a webhook URL must be an http:// or https:// URL without spaces" }
         }
-        if let caBundlePath, !FileManager.default.isReadableFile(atPath: caBundlePath) {
-            return "the webhook CA bundle cannot be read"
-        }
         if !urls.isEmpty && secret.count < 16 { return "webhooks need a secret of at least 16 bytes (ICH_WEBHOOK_SECRET)" }
-        guard timeout > 0, retryBase > 0, retryCap >= retryBase, maxAttempts >= 1 else {
-            return "webhook timeout and retry delays must be positive and max attempts at least 1"
-        }
-        return nil
+        return delivery.problem("webhook")
     }
 }

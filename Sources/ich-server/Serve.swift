@@ -248,8 +248,8 @@ extension Serve {
         }
         results.callingAETitle = try setting(aeTitle, "ICH_AE_TITLE", results.callingAETitle)
         results.token = ProcessInfo.processInfo.environment["ICH_RESULTS_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
-        results.caBundlePath = try setting(resultsCacert, "ICH_RESULTS_CACERT")
-        results.timeout = try setting(resultsTimeout, "ICH_RESULTS_TIMEOUT", results.timeout)
+        results.delivery.caBundlePath = try setting(resultsCacert, "ICH_RESULTS_CACERT")
+        results.delivery.timeout = try setting(resultsTimeout, "ICH_RESULTS_TIMEOUT", results.delivery.timeout)
         if let problem = results.problem() { throw ValidationError(problem + ".") }
         return results
     }
@@ -266,11 +266,13 @@ extension Serve {
         } else if let secret = environment["ICH_WEBHOOK_SECRET"] {
             webhooks.secret = Array(secret.utf8)
         }
-        webhooks.caBundlePath = try setting(webhookCacert, "ICH_WEBHOOK_CACERT")
-        webhooks.timeout = try setting(webhookTimeout, "ICH_WEBHOOK_TIMEOUT", webhooks.timeout)
-        webhooks.retryBase = try setting(webhookRetryBase, "ICH_WEBHOOK_RETRY_BASE", webhooks.retryBase)
-        webhooks.maxAttempts = try setting(webhookMaxAttempts, "ICH_WEBHOOK_MAX_ATTEMPTS", webhooks.maxAttempts)
-        webhooks.retryCap = max(webhooks.retryCap, webhooks.retryBase)
+        var delivery = webhooks.delivery
+        delivery.caBundlePath = try setting(webhookCacert, "ICH_WEBHOOK_CACERT")
+        delivery.timeout = try setting(webhookTimeout, "ICH_WEBHOOK_TIMEOUT", delivery.timeout)
+        delivery.retryBase = try setting(webhookRetryBase, "ICH_WEBHOOK_RETRY_BASE", delivery.retryBase)
+        delivery.maxAttempts = try setting(webhookMaxAttempts, "ICH_WEBHOOK_MAX_ATTEMPTS", delivery.maxAttempts)
+        delivery.retryCap = max(delivery.retryCap, delivery.retryBase)
+        webhooks.delivery = delivery
         return webhooks
     }
 }

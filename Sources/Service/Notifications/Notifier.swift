@@ -28,7 +28,7 @@ final class Notifier: Sendable {
     private let settleFailures = Atomic<Int>(0)
     private let deliveryFailures = Atomic<Int>(0)
     /// Delivers result objects to the PACS; the settling here queues them.
-    let results: ResultsSender
+    private let results: ResultsSender
 
     init(writer: DatabaseQueue, configuration: ServiceConfiguration, manifest: Manifest, model: JSONValue, rules: SeriesRules,
          metrics: ServiceMetrics, logger: Logger, clock: WallClock) {
@@ -109,7 +109,8 @@ final class Notifier: Sendable {
             metrics.notifications("queued", count: queued)
             deliveryQueue.async { [self] in if !stopped.load(ordering: .relaxed) { deliverDue() } }
         } catch {
-            failed("settling completed studies failed; retrying", error, failures: settleFailures)
+            recordLoopFailure("settling completed studies failed; retrying", error, failures: settleFailures, metrics: metrics,
+                              logger: logger)
         }
     }
 
@@ -166,26 +167,12 @@ final class Notifier: Sendable {
             metrics.notificationsPending.set(Double(try writer.sync { try Outbox.pendingCount($0) }))
             deliveryFailures.store(0, ordering: .relaxed)
         } catch {
-            failed("recording webhook deliveries failed; retrying", error, failures: deliveryFailures)
+            recordLoopFailure("recording webhook deliveries failed; retrying", error, failures: deliveryFailures,
+                              metrics: metrics, logger: logger)
         }
     }
 
-    /// Logs the first of a run of failures and every 60th after it, with the cause.
-    private func failed(_ message: Logger.Message, _ error: any Error, failures: borrowing Atomic<Int>) {
-        metrics.error("database")
-        let count = failures.add(1, ordering: .relaxed).newValue
-        if count == 1 || count.isMultiple(of: 60) {
-            logger.error(message, metadata: ["error": "\(loggable(error))", "consecutive_failures": "\(count)"])
-        }
-    }
-
-    private struct Attempt {
-        var outcome: DeliveryOutcome
-        var status: Int?
-        var error: String?
-    }
-
-    private func deliver(_ notification: PendingNotification) -> Attempt {
+    private func deliver(_ notification: PendingNotification) -> DeliveryAttempt {
         let request = CurlRequest(
             method: "POST", url: notification.url,
             headers: [
@@ -193,8 +180,8 @@ final class Notifier: Sendable {
                 (Signature.header, Signature.value(body: notification.body, secret: webhooks.secret)),
                 ("X-ICH-Event-ID", notification.eventID),
             ],
-            body: [.bytes(notification.body)], timeout: webhooks.timeout, connectTimeout: min(10, webhooks.timeout),
-            userAgent: "ich-triage", caBundlePath: webhooks.caBundlePath)
+            body: [.bytes(notification.body)], timeout: webhooks.delivery.timeout, connectTimeout: min(10, webhooks.delivery.timeout),
+            userAgent: "ich-triage", caBundlePath: webhooks.delivery.caBundlePath)
         let attempts = notification.attempts + 1
         let status: Int?
         let failure: String
@@ -203,7 +190,7 @@ final class Notifier: Sendable {
             let response = try Curl.perform(request)
             if (200..<300).contains(response.status) {
                 metrics.notifications("delivered", count: 1)
-                return Attempt(outcome: .delivered, status: response.status, error: nil)
+                return DeliveryAttempt(outcome: .delivered, status: response.status, error: nil)
             }
             status = response.status
             failure = "the receiver answered \(response.status)"
@@ -213,13 +200,13 @@ final class Notifier: Sendable {
             failure = error.description
         }
         let metadata: Logger.Metadata = ["notification": "\(notification.id)", "attempt": "\(attempts)", "error": "\(failure)"]
-        guard let delay = webhooks.retry.delay(afterAttempts: attempts, retryAfter: retryAfter) else {
+        guard let delay = webhooks.delivery.retry.delay(afterAttempts: attempts, retryAfter: retryAfter) else {
             metrics.notifications("abandoned", count: 1)
             logger.critical("webhook notification abandoned after its last attempt", metadata: metadata)
-            return Attempt(outcome: .abandoned, status: status, error: failure)
+            return DeliveryAttempt(outcome: .abandoned, status: status, error: failure)
         }
         metrics.notifications("retry", count: 1)
         logger.warning("webhook delivery failed; will retry", metadata: metadata.merging(["in_seconds": "\(Int(delay))"]) { a, _ in a })
-        return Attempt(outcome: .retry(at: clock.now() + delay), status: status, error: failure)
+        return DeliveryAttempt(outcome: .retry(at: clock.now() + delay), status: status, error: failure)
     }
 }

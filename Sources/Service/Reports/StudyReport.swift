@@ -51,8 +51,8 @@ enum StudyReport {
             contentDate: date, contentTime: time, manufacturer: manufacturer, softwareVersions: modelID,
             deviceUID: DerivedUID.make("ich-triage", "device", deviceName, modelID), deviceName: deviceName,
             algorithmName: manifest.name, algorithmVersion: manifest.version, procedure: ReportCodes.procedure,
-            localScheme: (designator: ReportCodes.localScheme, name: ReportCodes.localSchemeName), findings: findings,
-            evaluation: primary == nil ? (concept: ReportCodes.finding("any"), value: ReportCodes.indeterminate) : nil,
+            localScheme: CodingScheme(designator: ReportCodes.localScheme, name: ReportCodes.localSchemeName), findings: findings,
+            evaluation: primary == nil ? CodedEvaluation(concept: ReportCodes.finding("any"), value: ReportCodes.indeterminate) : nil,
             comments: comments)
     }
 

@@ -1,5 +1,3 @@
-import Foundation
-
 /// Where the service stores its result objects: a DICOM node by C-STORE, or a DICOMweb server by
 /// STOW-RS. Written `dicom://AET@HOST:PORT` or `http(s)://HOST/PATH` (the DICOMweb base URL, to
 /// which `/studies` is appended); `description` is that text, the form the outbox stores.
@@ -49,26 +47,11 @@ public struct ResultsConfiguration: Sendable {
     public var callingAETitle = DICOMNodeConfiguration.defaultAETitle
     /// Bearer token for DICOMweb destinations (`ICH_RESULTS_TOKEN`); nil sends none.
     public var token: String?
-    /// Whole-attempt limit (seconds): the C-STORE association or the STOW-RS request.
-    public var timeout: Double = 30
-    public var retryBase: Double = 5
-    public var retryCap: Double = 3_600
-    public var maxAttempts: Int = 30
-    /// PEM bundle of the CAs that verify https:// destinations; nil: the system's store.
-    public var caBundlePath: String?
+    /// An attempt is the C-STORE association or the STOW-RS request.
+    public var delivery = DeliveryPolicy(timeout: 30)
 
     public init() {}
 
-    public var retry: RetrySchedule { RetrySchedule(base: retryBase, cap: retryCap, maxAttempts: maxAttempts) }
-
     /// Why this configuration cannot be used, if it cannot.
-    public func problem() -> String? {
-        if let caBundlePath, !FileManager.default.isReadableFile(atPath: caBundlePath) {
-            return "the results CA bundle cannot be read"
-        }
-        guard timeout > 0, retryBase > 0, retryCap >= retryBase, maxAttempts >= 1 else {
-            return "results timeout and retry delays must be positive and max attempts at least 1"
-        }
-        return nil
-    }
+    public func problem() -> String? { delivery.problem("results") }
 }

@@ -65,25 +65,15 @@ final class ResultsSender: Sendable {
             metrics.resultsPending.set(Double(try writer.sync { try ResultsOutbox.pendingCount($0) }))
             failures.store(0, ordering: .relaxed)
         } catch {
-            metrics.error("database")
-            let count = failures.add(1, ordering: .relaxed).newValue
-            if count == 1 || count.isMultiple(of: 60) {
-                logger.error("recording result deliveries failed; retrying",
-                             metadata: ["error": "\(loggable(error))", "consecutive_failures": "\(count)"])
-            }
+            recordLoopFailure("recording result deliveries failed; retrying", error, failures: failures, metrics: metrics,
+                              logger: logger)
         }
     }
 
-    private struct Attempt {
-        var outcome: DeliveryOutcome
-        var status: Int?
-        var error: String?
-    }
-
-    private func deliver(_ item: PendingResult) -> Attempt {
+    private func deliver(_ item: PendingResult) -> DeliveryAttempt {
         guard let destination = ResultsDestination(item.destination) else {
             // Only a destination removed from the configuration text could be unreadable; nothing to retry.
-            return Attempt(outcome: .abandoned, status: nil, error: "the destination is not a results destination")
+            return DeliveryAttempt(outcome: .abandoned, status: nil, error: "the destination is not a results destination")
         }
         let attempts = item.attempts + 1
         var status: Int?
@@ -93,7 +83,7 @@ final class ResultsSender: Sendable {
         case .dicom(let title, let host, let port):
             do {
                 let answer = try DICOMSender.store(item.body, host: host, port: port, calledAETitle: title,
-                                                   callingAETitle: configuration.callingAETitle, timeout: Int(configuration.timeout.rounded(.up)))
+                                                   callingAETitle: configuration.callingAETitle, timeout: Int(configuration.delivery.timeout.rounded(.up)))
                 status = Int(answer)
                 // Success, or a warning (0x0001, 0xBxxx: stored, with a remark).
                 if answer == DIMSEStatus.success || answer == 0x0001 || answer & 0xF000 == 0xB000 {
@@ -111,9 +101,9 @@ final class ResultsSender: Sendable {
                            ("Accept", "application/dicom+json")]
             if let token = configuration.token { headers.append(("Authorization", "Bearer \(token)")) }
             let request = CurlRequest(method: "POST", url: url + "/studies", headers: headers,
-                                      body: [.bytes(head), .bytes(item.body), .bytes(tail)], timeout: configuration.timeout,
-                                      connectTimeout: min(10, configuration.timeout), userAgent: "ich-triage",
-                                      caBundlePath: configuration.caBundlePath)
+                                      body: [.bytes(head), .bytes(item.body), .bytes(tail)], timeout: configuration.delivery.timeout,
+                                      connectTimeout: min(10, configuration.delivery.timeout), userAgent: "ich-triage",
+                                      caBundlePath: configuration.delivery.caBundlePath)
             do {
                 let response = try Curl.perform(request)
                 status = response.status
@@ -126,18 +116,18 @@ final class ResultsSender: Sendable {
         }
         let metadata: Logger.Metadata = ["result": "\(item.id)", "destination": "\(destination)", "attempt": "\(attempts)",
                                          "error": "\(failure)"]
-        guard let delay = configuration.retry.delay(afterAttempts: attempts, retryAfter: retryAfter) else {
+        guard let delay = configuration.delivery.retry.delay(afterAttempts: attempts, retryAfter: retryAfter) else {
             metrics.results("abandoned", kind: destination.kind)
             logger.critical("result object abandoned after its last attempt", metadata: metadata)
-            return Attempt(outcome: .abandoned, status: status, error: failure)
+            return DeliveryAttempt(outcome: .abandoned, status: status, error: failure)
         }
         metrics.results("retry", kind: destination.kind)
         logger.warning("result delivery failed; will retry", metadata: metadata.merging(["in_seconds": "\(Int(delay))"]) { a, _ in a })
-        return Attempt(outcome: .retry(at: clock.now() + delay), status: status, error: failure)
+        return DeliveryAttempt(outcome: .retry(at: clock.now() + delay), status: status, error: failure)
     }
 
-    private func delivered(_ destination: ResultsDestination, status: Int?) -> Attempt {
+    private func delivered(_ destination: ResultsDestination, status: Int?) -> DeliveryAttempt {
         metrics.results("delivered", kind: destination.kind)
-        return Attempt(outcome: .delivered, status: status, error: nil)
+        return DeliveryAttempt(outcome: .delivered, status: status, error: nil)
     }
 }
